@@ -1,0 +1,193 @@
+"""MNIST (or Fashion-MNIST) as preloaded tensors, served in batches with no per-image work.
+
+The images are read once from torchvision's IDX files into one float tensor, scaled to
+[0, 1] and flattened to 784 pixels: the decoder's sigmoid output and the squared-error
+reconstruction loss both need targets in [0, 1], so no mean/std standardisation is done.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+import torch
+from lightning.pytorch import LightningDataModule
+from torch import Tensor
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+from torchvision import datasets
+
+DatasetName = Literal["mnist", "fashion_mnist"]
+_DATASETS: dict[str, type[datasets.MNIST]] = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST}
+
+
+class DataNotFoundError(FileNotFoundError):
+    """The dataset's files are not where the datamodule looked, and it may not download them."""
+
+
+class TensorBatchLoader:
+    """Batches of ``(images, labels)`` cut from preloaded tensors by index, one gather per batch.
+
+    Shuffling and sharding across processes come from ``DistributedSampler`` (a single
+    replica when not distributed): Lightning calls its ``set_epoch`` each epoch, so every
+    epoch has its own seeded order and each rank its own disjoint shard.
+    """
+
+    def __init__(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ) -> None:
+        self.images = images
+        self.labels = labels
+        self.batch_size = batch_size
+        self.batch_sampler = None  # DataLoader's interface, which Lightning inspects
+        self.sampler = DistributedSampler(
+            images, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False
+        )
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.sampler) / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        order = torch.as_tensor(list(self.sampler), device=self.images.device)
+        for batch_indices in order.split(self.batch_size):
+            yield self.images[batch_indices], self.labels[batch_indices]
+
+
+class MNISTDataModule(LightningDataModule):
+    """MNIST digits as (B, 784) float pixels in [0, 1] with their labels.
+
+    ``fit`` and ``validate`` use a seeded split of the 60k training images; ``test`` and
+    ``predict`` use the 10k test images.
+
+    Args:
+        data_dir: folder holding ``MNIST/raw`` (or ``FashionMNIST/raw``) with the IDX files.
+        dataset: ``mnist`` or ``fashion_mnist`` (same layout through torchvision's classes).
+        batch_size: images per batch (per process when distributed).
+        val_size: training images held out for validation.
+        num_workers: 0 serves batches in-process from tensors (fastest); more uses a
+            ``DataLoader`` with that many worker processes.
+        download: fetch the files into ``data_dir`` when they are missing.
+        split_seed: seed of the train/validation split and of the shuffling order.
+        predict_size: test images served to ``predict`` (one generated image each).
+        data_on_device: hold the tensors on the accelerator and index batches there, so no
+            host-to-device copy happens per step (MNIST is 188 MB as float32).
+    """
+
+    def __init__(
+        self,
+        data_dir: str = "data",
+        dataset: DatasetName = "mnist",
+        batch_size: int = 128,
+        val_size: int = 5000,
+        num_workers: int = 0,
+        download: bool = False,
+        split_seed: int = 42,
+        predict_size: int = 64,
+        data_on_device: bool = False,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"data.batch_size must be at least 1, got {batch_size}")
+        if not 0 < val_size < 60_000:
+            raise ValueError(f"data.val_size must be between 1 and 59999, got {val_size}")
+        if dataset not in _DATASETS:
+            raise ValueError(f"data.dataset must be one of {sorted(_DATASETS)}, got {dataset!r}")
+        self.save_hyperparameters()
+        self.data_dir = Path(data_dir).expanduser()
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.val_size = val_size
+        self.num_workers = num_workers
+        self.download = download
+        self.split_seed = split_seed
+        self.predict_size = predict_size
+        self.data_on_device = data_on_device
+        self.splits: dict[str, tuple[Tensor, Tensor]] = {}
+
+    @property
+    def raw_folder(self) -> Path:
+        """Where torchvision looks for the IDX files."""
+        return self.data_dir / _DATASETS[self.dataset].__name__ / "raw"
+
+    def prepare_data(self) -> None:
+        """Download the files once (on one process) when allowed and missing."""
+        if self.download:
+            for train in (True, False):
+                self._read(train, download=True)
+
+    def _read(self, train: bool, download: bool = False) -> tuple[Tensor, Tensor]:
+        dataset_class = _DATASETS[self.dataset]
+        try:
+            ds = dataset_class(str(self.data_dir), train=train, download=download)
+        except RuntimeError as err:
+            if download:
+                raise DataNotFoundError(
+                    f"could not download {dataset_class.__name__} into {self.raw_folder}: {err}. "
+                    f"Copy the four IDX files there by hand, or point --data.data_dir at a folder "
+                    f"that holds {dataset_class.__name__}/raw."
+                ) from err
+            raise DataNotFoundError(
+                f"{dataset_class.__name__} not found: looked for its IDX files in {self.raw_folder}. "
+                f"Point --data.data_dir at the folder that holds {dataset_class.__name__}/raw "
+                f"(e.g. --data.data_dir ../shared/data), or pass --data.download true to fetch it."
+            ) from err
+        images = ds.data.reshape(len(ds.data), -1).float().div_(255.0)
+        return images, ds.targets.clone()
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load the tensors for ``stage`` once; later calls reuse them."""
+        if stage in (None, "fit", "validate") and "train" not in self.splits:
+            images, labels = self._read(train=True)
+            generator = torch.Generator().manual_seed(self.split_seed)
+            order = torch.randperm(len(images), generator=generator)
+            val_idx, train_idx = order[: self.val_size], order[self.val_size :]
+            self.splits["train"] = (images[train_idx], labels[train_idx])
+            self.splits["val"] = (images[val_idx], labels[val_idx])
+        if stage in (None, "test", "predict") and "test" not in self.splits:
+            self.splits["test"] = self._read(train=False)
+        if self.data_on_device and self.trainer is not None:
+            device = self.trainer.strategy.root_device
+            self.splits = {name: (x.to(device), y.to(device)) for name, (x, y) in self.splits.items()}
+
+    def _loader(self, split: str, shuffle: bool, limit: int | None = None) -> TensorBatchLoader | DataLoader:
+        images, labels = self.splits[split]
+        if limit is not None:
+            images, labels = images[:limit], labels[:limit]
+        if self.num_workers > 0:
+            return DataLoader(
+                TensorDataset(images, labels),
+                batch_size=self.batch_size,
+                shuffle=shuffle,
+                num_workers=self.num_workers,
+                persistent_workers=True,
+            )
+        trainer = self.trainer
+        return TensorBatchLoader(
+            images,
+            labels,
+            self.batch_size,
+            shuffle=shuffle,
+            seed=self.split_seed,
+            num_replicas=trainer.world_size if trainer is not None else 1,
+            rank=trainer.global_rank if trainer is not None else 0,
+        )
+
+    def train_dataloader(self) -> TensorBatchLoader | DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> TensorBatchLoader | DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> TensorBatchLoader | DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> TensorBatchLoader | DataLoader:
+        return self._loader("test", shuffle=False, limit=self.predict_size)
