@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,10 +14,12 @@ DEFAULT_CONFIG = CONFIGS / "default.yaml"
 DATA_DIR = REPO_ROOT.parent / "shared" / "data"
 
 
-@pytest.fixture(autouse=True)
-def _plain_argv(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture(autouse=True, scope="session")
+def _plain_argv() -> Iterator[None]:
     """The CLI is driven through ``args=``; pytest's own flags must not look like CLI input."""
-    monkeypatch.setattr(sys, "argv", ["vae_lightning"])
+    saved, sys.argv = sys.argv, ["vae_lightning"]
+    yield
+    sys.argv = saved
 
 
 @pytest.fixture(scope="session")
@@ -41,3 +44,31 @@ def cli_args(mnist_dir: Path, tmp_path: Path) -> list[str]:
         "--trainer.enable_progress_bar=false",
         "--trainer.enable_model_summary=false",
     ]
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> Path:
+    """One short real training run with the default config (3 epochs of 150 batches), shared by
+    every test that needs a trained model; returns its ``lightning_logs/version_0`` folder, which
+    holds ``checkpoints/last.ckpt``, ``config.yaml`` and the TensorBoard events."""
+    from vae_lightning.cli import main
+
+    save_dir = tmp_path_factory.mktemp("trained_run")
+    main(
+        [
+            "fit",
+            "--config",
+            str(DEFAULT_CONFIG),
+            f"--data.data_dir={mnist_dir}",
+            "--data.download=false",
+            f"--trainer.logger.init_args.save_dir={save_dir}",
+            "--trainer.accelerator=cpu",
+            "--trainer.devices=1",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.max_epochs=3",
+            "--trainer.limit_train_batches=150",
+            "--trainer.limit_val_batches=10",
+        ]
+    )
+    (run_dir,) = (save_dir / "lightning_logs").iterdir()
+    return run_dir

@@ -12,39 +12,15 @@ from vae_lightning.cli import main
 from vae_lightning.module import VAEModule
 
 
-@pytest.fixture(scope="module")
-def fitted_run(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> Path:
-    """A short real training run with the default config (2 epochs of 150 batches)."""
-    save_dir = tmp_path_factory.mktemp("fit")
-    main(
-        [
-            "fit",
-            "--config",
-            str(Path(__file__).parents[1] / "configs" / "default.yaml"),
-            f"--data.data_dir={mnist_dir}",
-            "--data.download=false",
-            f"--trainer.logger.init_args.save_dir={save_dir}",
-            "--trainer.accelerator=cpu",
-            "--trainer.devices=1",
-            "--trainer.enable_progress_bar=false",
-            "--trainer.max_epochs=3",
-            "--trainer.limit_train_batches=150",
-            "--trainer.limit_val_batches=10",
-        ]
-    )
-    (run_dir,) = (save_dir / "lightning_logs").iterdir()
-    return run_dir
-
-
-def test_fit_lowers_the_validation_loss(fitted_run: Path) -> None:
-    val_loss = scalar_values(read_events(fitted_run), "val/loss")
+def test_fit_lowers_the_validation_loss(trained_run: Path) -> None:
+    val_loss = scalar_values(read_events(trained_run), "val/loss")
     assert len(val_loss) == 3
     assert val_loss[-1] < val_loss[0] - 3.0
     assert val_loss[-1] < 55  # an untrained model scores about 200 (mostly RL)
 
 
-def test_fit_logs_every_loss_term_per_stage_and_both_image_grids(fitted_run: Path) -> None:
-    events = read_events(fitted_run)
+def test_fit_logs_every_loss_term_per_stage_and_both_image_grids(trained_run: Path) -> None:
+    events = read_events(trained_run)
     scalars = set(events.Tags()["scalars"])
     for term in ("loss", "rl", "kl"):
         assert {f"train/{term}_step", f"train/{term}_epoch", f"val/{term}"} <= scalars
@@ -53,20 +29,20 @@ def test_fit_logs_every_loss_term_per_stage_and_both_image_grids(fitted_run: Pat
     assert len(events.Images("samples")) == 3  # one grid per epoch
 
 
-def test_fit_writes_best_and_last_checkpoints_that_restore_the_weights(fitted_run: Path) -> None:
-    checkpoints = sorted(p.name for p in (fitted_run / "checkpoints").iterdir())
+def test_fit_writes_best_and_last_checkpoints_that_restore_the_weights(trained_run: Path) -> None:
+    checkpoints = sorted(p.name for p in (trained_run / "checkpoints").iterdir())
     assert "last.ckpt" in checkpoints
     assert any(name.startswith("best-") for name in checkpoints)
-    model = VAEModule.load_from_checkpoint(fitted_run / "checkpoints" / "last.ckpt", map_location="cpu")
-    state = torch.load(fitted_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    model = VAEModule.load_from_checkpoint(trained_run / "checkpoints" / "last.ckpt", map_location="cpu")
+    state = torch.load(trained_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, state[name]), name
     images = model.generate(4)
     assert images.shape == (4, 784)
 
 
-def test_test_subcommand_reports_test_metrics_of_a_checkpoint(fitted_run: Path, cli_args: list[str]) -> None:
-    cli = main(["test", *cli_args, f"--ckpt_path={fitted_run / 'checkpoints' / 'last.ckpt'}"])
+def test_test_subcommand_reports_test_metrics_of_a_checkpoint(trained_run: Path, cli_args: list[str]) -> None:
+    cli = main(["test", *cli_args, f"--ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}"])
     metrics = cli.trainer.callback_metrics
     assert {"test/loss", "test/rl", "test/kl"} <= set(metrics)
     assert torch.isclose(metrics["test/loss"], metrics["test/rl"] + metrics["test/kl"], rtol=1e-4)
