@@ -6,6 +6,8 @@ option of the YAML can be overridden as ``--section.key value``.
 
 from __future__ import annotations
 
+from typing import Any
+
 from lightning.pytorch.cli import ArgsType, LightningCLI
 
 from vae_lightning.data import MNISTDataModule
@@ -26,14 +28,19 @@ class VAECLI(LightningCLI):
         )
 
 
-def main(args: ArgsType = None, run: bool = True) -> VAECLI:
-    """Run the CLI on ``args`` (``sys.argv`` when ``None``); returns it for tests and scripts."""
+def main(args: ArgsType = None, run: bool = True, trainer_defaults: dict[str, Any] | None = None) -> VAECLI:
+    """Run the CLI on ``args`` (``sys.argv`` when ``None``); returns it for tests and scripts.
+
+    ``trainer_defaults`` adds Trainer arguments a config file cannot express, such as callback
+    objects built in code (the sweep's pruning callback); its ``callbacks`` join the config's.
+    """
     return VAECLI(
         VAEModule,
         MNISTDataModule,
         seed_everything_default=0,
         args=args,
         run=run,
+        trainer_defaults=trainer_defaults,
     )
 
 
