@@ -112,7 +112,9 @@ class VAE(nn.Module):
         tied_weights: the decoder reuses the encoder's weight matrices transposed (its
             first layer the mu head's, then the hidden layers' in mirror order), with biases
             of its own. Off by default.
-        linear: no hidden nonlinearity (a linear autoencoder when used deterministically).
+        linear: no nonlinearity anywhere: no hidden ReLU, and ``decode`` returns the decoder's
+            output without the sigmoid (with a deterministic latent, the linear autoencoder
+            whose decoder spans the PCA subspace).
     """
 
     def __init__(
@@ -136,6 +138,7 @@ class VAE(nn.Module):
         self.input_dim = input_dim
         self.latent_dim = latent_dim
         self.mc_samples = mc_samples
+        self.linear = linear
         self.encoder = Encoder(input_dim, hidden_dims, latent_dim, linear=linear)
         tied_to = [self.encoder.mu, *reversed(self.encoder.hidden)] if tied_weights else None
         self.decoder = Decoder(latent_dim, list(reversed(hidden_dims)), input_dim, tied_to=tied_to, linear=linear)
@@ -156,8 +159,9 @@ class VAE(nn.Module):
         return self.decoder(z)
 
     def decode(self, z: Tensor) -> Tensor:
-        """x_hat = Sigmoid(decoder(z)), pixels in [0, 1], (..., D)."""
-        return torch.sigmoid(self.decoder(z))
+        """x_hat = Sigmoid(decoder(z)), pixels in [0, 1], (..., D); decoder(z) itself when ``linear``."""
+        logits = self.decoder(z)
+        return logits if self.linear else torch.sigmoid(logits)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Return ``(logits, mu, logvar)``; logits are (N, B, D) for N = ``mc_samples``."""

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import OptimizerCallable
-from torch import Tensor
+from torch import Tensor, nn
 
-from vae_lightning.losses import elbo_terms
+from vae_lightning.evaluation import (
+    add_noise,
+    binarize,
+    iwae_bounds,
+    reconstruction_metrics,
+    seeded_generator,
+    update_image_metrics,
+)
+from vae_lightning.likelihoods import Likelihood, log_likelihood, observation_mean, reconstruction_term
+from vae_lightning.losses import kl_divergence
 from vae_lightning.model import VAE
 
 #: SGD with the report's best momentum. The learning rate came from 5-epoch runs of the default
@@ -37,6 +47,25 @@ class VAEModule(LightningModule):
         tied_weights: decoder reuses the encoder's weights transposed (own biases).
         optimizer: builds the optimizer from the parameters; in YAML a ``class_path`` and
             ``init_args``. ``None``: SGD, lr 3e-3, momentum 0.9.
+        likelihood: observation model p(x|z) (see ``vae_lightning.likelihoods``): ``mse`` the
+            report's sum of squared errors (a Gaussian with variance 1/2), ``gaussian`` a
+            Gaussian with std ``observation_std``, ``bernoulli`` cross-entropy on the logits.
+        observation_std: std of the ``gaussian`` likelihood (its initial value when learned).
+        learn_observation_std: learn the ``gaussian`` std (one for all pixels).
+        binarize: dynamic binarization: each training batch is drawn afresh as binary pixels
+            (1 with probability equal to the intensity); validation and test images are
+            binarized with fixed seeds. For ``bernoulli``, as in the published MNIST numbers.
+        noise_std: denoising: Gaussian noise of this std added to the encoder's input in
+            training; RL still compares the output with the clean image. 0: off.
+        linear: no nonlinearity (no hidden ReLU, no output sigmoid); with ``deterministic``,
+            the linear autoencoder that spans the PCA subspace. Not with ``bernoulli``.
+        deterministic: z = mu (no sampling) and no KL in the loss: a plain autoencoder.
+        iwae_samples: the K of each importance-weighted bound on the test log-likelihood,
+            logged as ``test/iwae_k{K}`` in nats per image; larger K is tighter and slower.
+        iwae_chunk_size: importance samples decoded at once (memory ~ chunk x batch x D).
+        denoise_std: std of the Gaussian noise added to test images for ``test/denoise_*``
+            (the model's reconstruction of noisy images vs the clean ones) and
+            ``test/noisy_*`` (the noisy images themselves). 0: off.
     """
 
     def __init__(
@@ -47,8 +76,26 @@ class VAEModule(LightningModule):
         mc_samples: int = 1,
         tied_weights: bool = False,
         optimizer: OptimizerCallable | None = None,
+        likelihood: Likelihood = "mse",
+        observation_std: float = 0.1,
+        learn_observation_std: bool = False,
+        binarize: bool = False,
+        noise_std: float = 0.0,
+        linear: bool = False,
+        deterministic: bool = False,
+        iwae_samples: Sequence[int] = (1, 50),
+        iwae_chunk_size: int = 64,
+        denoise_std: float = 0.5,
     ) -> None:
         super().__init__()
+        if likelihood == "bernoulli" and linear:
+            raise ValueError("model.linear needs likelihood mse or gaussian: the bernoulli likelihood needs the sigmoid")
+        if observation_std <= 0:
+            raise ValueError(f"model.observation_std must be positive, got {observation_std}")
+        if noise_std < 0 or denoise_std < 0:
+            raise ValueError(f"model.noise_std and model.denoise_std must be >= 0, got {noise_std} and {denoise_std}")
+        if not iwae_samples or min(iwae_samples) < 1:
+            raise ValueError(f"model.iwae_samples must be a non-empty list of counts >= 1, got {list(iwae_samples)}")
         self.save_hyperparameters()
         self.model = VAE(
             input_dim=input_dim,
@@ -56,19 +103,52 @@ class VAEModule(LightningModule):
             latent_dim=latent_dim,
             mc_samples=mc_samples,
             tied_weights=tied_weights,
+            linear=linear,
         )
+        if likelihood == "gaussian":
+            log_std = torch.tensor(math.log(observation_std))
+            if learn_observation_std:
+                self.log_std = nn.Parameter(log_std)
+            else:
+                self.register_buffer("log_std", log_std)
+        else:
+            self.log_std = None
+        self.test_reconstruction = reconstruction_metrics("test/")
+        self.test_denoising = reconstruction_metrics("test/denoise_")
+        self.test_noisy_input = reconstruction_metrics("test/noisy_")
         self.optimizer_factory = optimizer or default_optimizer
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``(x_hat, mu, logvar)``; x_hat is (N, B, D) for N = ``mc_samples``."""
-        logits, mu, logvar = self.model(x)
-        return torch.sigmoid(logits), mu, logvar
+        """``(x_hat, mu, logvar)``; x_hat is (N, B, D) for N = ``mc_samples`` (1 when deterministic)."""
+        logits, mu, logvar = self._decode_posterior(x)
+        return observation_mean(logits, self.hparams.linear), mu, logvar
 
-    def _common_step(self, batch: Batch, stage: str) -> Tensor:
+    def _decode_posterior(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(logits, mu, logvar)``, logits (N, B, D) for N draws of z, or for z = mu when deterministic."""
+        if not self.hparams.deterministic:
+            return self.model(x)
+        mu, logvar = self.model.encode(x)
+        return self.model.decode_logits(mu.unsqueeze(0)), mu, logvar
+
+    def log_likelihood(self, x: Tensor, logits: Tensor) -> Tensor:
+        """log p(x|z) in nats per image under this model's likelihood, (N, B) for (N, B, D) logits."""
+        return log_likelihood(x, logits, self.hparams.likelihood, self.log_std, self.hparams.linear)
+
+    def _observed(self, x: Tensor, stage: str, batch_idx: int) -> Tensor:
+        """The image the model encodes and reconstructs: ``x``, or its binarization when ``binarize``
+        (fresh in training, seeded by the batch index otherwise, so each epoch scores the same data)."""
+        if not self.hparams.binarize:
+            return x
+        return binarize(x, None if stage == "train" else seeded_generator(2 * batch_idx, x.device))
+
+    def _common_step(self, batch: Batch, stage: str, batch_idx: int = 0) -> Tensor:
         """Loss terms for one batch, logged as ``{stage}/loss``, ``{stage}/rl``, ``{stage}/kl``."""
-        x, _ = batch
-        x_hat, mu, logvar = self(x)
-        terms = elbo_terms(x, x_hat, mu, logvar)
+        x = self._observed(batch[0], stage, batch_idx)
+        noisy = stage == "train" and self.hparams.noise_std > 0
+        logits, mu, logvar = self._decode_posterior(add_noise(x, self.hparams.noise_std) if noisy else x)
+        rl = reconstruction_term(x, logits, self.hparams.likelihood, self.log_std, self.hparams.linear)
+        kl = rl.new_zeros(()) if self.hparams.deterministic else kl_divergence(mu, logvar)
+        terms = {"loss": rl + kl, "rl": rl, "kl": kl}
         training = stage == "train"
         self.log_dict(
             {f"{stage}/{name}": value for name, value in terms.items()},
@@ -84,10 +164,29 @@ class VAEModule(LightningModule):
         return self._common_step(batch, "train")
 
     def validation_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        return self._common_step(batch, "val")
+        return self._common_step(batch, "val", batch_idx)
 
     def test_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        return self._common_step(batch, "test")
+        loss = self._common_step(batch, "test", batch_idx)
+        self._log_test_metrics(self._observed(batch[0], "test", batch_idx), batch_idx)
+        return loss
+
+    def _log_test_metrics(self, x: Tensor, batch_idx: int) -> None:
+        """IWAE bounds on log p(x), reconstruction quality, and denoising quality of one test batch."""
+        if not self.hparams.deterministic:  # no posterior to importance-sample from
+            generator = torch.Generator().manual_seed(batch_idx)
+            bounds = iwae_bounds(
+                self.model, x, self.hparams.iwae_samples, self.log_likelihood, self.hparams.iwae_chunk_size, generator
+            )
+            self.log_dict({f"test/iwae_k{k}": b.mean() for k, b in bounds.items()}, batch_size=x.shape[0], sync_dist=True)
+        update_image_metrics(self.test_reconstruction, self.reconstruct(x), x)
+        self.log_dict(self.test_reconstruction)
+        if self.hparams.denoise_std > 0:
+            noisy = add_noise(x, self.hparams.denoise_std, seeded_generator(2 * batch_idx + 1, x.device))
+            update_image_metrics(self.test_denoising, self.reconstruct(noisy), x)
+            update_image_metrics(self.test_noisy_input, noisy, x)
+            self.log_dict(self.test_denoising)
+            self.log_dict(self.test_noisy_input)
 
     def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
         """New images from the prior, one per input image, and the inputs' reconstructions."""
