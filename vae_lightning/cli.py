@@ -9,13 +9,17 @@ from __future__ import annotations
 from typing import Any
 
 from lightning.pytorch.cli import ArgsType, LightningCLI
+from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
+from vae_lightning.checkpoints import CheckpointError, check_checkpoint, newest_last_checkpoint
 from vae_lightning.data import MNISTDataModule
 from vae_lightning.module import DEFAULT_LR, DEFAULT_MOMENTUM, VAEModule
 
 
 class VAECLI(LightningCLI):
-    """LightningCLI whose ``--print_config`` shows the default optimizer spelled out."""
+    """LightningCLI whose ``--print_config`` shows the default optimizer spelled out, and which
+    refuses a bad value or checkpoint before the run starts (see docs/reliability.md)."""
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.set_defaults(
@@ -26,6 +30,49 @@ class VAECLI(LightningCLI):
                 }
             }
         )
+
+    def instantiate_classes(self) -> None:
+        """Build the model, data and trainer; a value they refuse (``latent_dim`` 0, a negative
+        learning rate, an unknown clipping algorithm) is a usage error naming it, raised before
+        any run folder is written."""
+        try:
+            super().instantiate_classes()
+            optimizer_factory = getattr(self.model, "optimizer_factory", None)
+            if callable(optimizer_factory):
+                optimizer_factory(self.model.parameters())  # the optimizer's own checks (lr >= 0, ...)
+        except (ValueError, MisconfigurationException) as err:
+            self.parser.error(f"invalid configuration: {err}")
+
+    def _check_ckpt_path(self) -> None:
+        """Resolve ``--ckpt_path last`` to the newest ``last.ckpt`` of the experiment (each run has
+        its own ``version_N`` folder), and check a given path before the Trainer touches it."""
+        config = self.config_init[self.subcommand]
+        ckpt_path = config.get("ckpt_path")
+        if config.get("weights_only", "unset") is None:
+            config["weights_only"] = True  # no pickled code from a checkpoint (--weights_only false allows it)
+        if ckpt_path == "last":
+            log_root = getattr(self.trainer.logger, "root_dir", None)
+            found = newest_last_checkpoint(log_root) if log_root else None
+            if found is not None:
+                rank_zero_info(f"--ckpt_path last: resuming from {found}")
+                config["ckpt_path"] = str(found)
+        elif ckpt_path is not None and ckpt_path not in ("best", "hpc") and "://" not in str(ckpt_path):
+            try:
+                check_checkpoint(ckpt_path, self.model)
+            except CheckpointError as err:
+                self.parser.error(str(err))
+
+    def before_fit(self) -> None:
+        self._check_ckpt_path()
+
+    def before_validate(self) -> None:
+        self._check_ckpt_path()
+
+    def before_test(self) -> None:
+        self._check_ckpt_path()
+
+    def before_predict(self) -> None:
+        self._check_ckpt_path()
 
 
 def main(args: ArgsType = None, run: bool = True, trainer_defaults: dict[str, Any] | None = None) -> VAECLI:

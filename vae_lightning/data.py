@@ -18,6 +18,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 from torchvision import datasets
 
+from vae_lightning.integrity import verify_raw_files
+
 DatasetName = Literal["mnist", "fashion_mnist"]
 _DATASETS: dict[str, type[datasets.MNIST]] = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST}
 
@@ -32,6 +34,10 @@ class TensorBatchLoader:
     Shuffling and sharding across processes come from ``DistributedSampler`` (a single
     replica when not distributed): Lightning calls its ``set_epoch`` each epoch, so every
     epoch has its own seeded order and each rank its own disjoint shard.
+
+    The loader is stateful (``state_dict``/``load_state_dict``, which Lightning stores in
+    checkpoints): a run resumed from a mid-epoch checkpoint skips the batches already served
+    in that epoch, so it sees the same batches in the same order as an uninterrupted run.
     """
 
     def __init__(
@@ -51,14 +57,33 @@ class TensorBatchLoader:
         self.sampler = DistributedSampler(
             images, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False
         )
+        self._served = 0  # batches served in the current pass
+        self._resume: dict[str, int] | None = None
 
     def __len__(self) -> int:
         return math.ceil(len(self.sampler) / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        skip, self._resume = self._batches_to_skip(), None
         order = torch.as_tensor(list(self.sampler), device=self.images.device)
-        for batch_indices in order.split(self.batch_size):
+        self._served = skip
+        for batch_indices in order.split(self.batch_size)[skip:]:
+            self._served += 1
             yield self.images[batch_indices], self.labels[batch_indices]
+
+    def _batches_to_skip(self) -> int:
+        """Batches already served in this epoch by the run a checkpoint was saved from."""
+        if self._resume is None or self._resume["epoch"] != self.sampler.epoch:
+            return 0  # no checkpoint, or one saved at an epoch's end: start the epoch afresh
+        return self._resume["batches_served"]
+
+    def state_dict(self) -> dict[str, int]:
+        """Position in the data: the epoch (which fixes the order) and batches served in it."""
+        return {"epoch": self.sampler.epoch, "batches_served": self._served}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        """Resume at ``state_dict``'s position on the next pass of the same epoch."""
+        self._resume = dict(state_dict)
 
 
 class MNISTDataModule(LightningDataModule):
@@ -125,6 +150,7 @@ class MNISTDataModule(LightningDataModule):
 
     def _read(self, train: bool, download: bool = False) -> tuple[Tensor, Tensor]:
         dataset_class = _DATASETS[self.dataset]
+        verify_raw_files(self.raw_folder, train)  # a wrong file is an error here, not wrong training
         try:
             ds = dataset_class(str(self.data_dir), train=train, download=download)
         except RuntimeError as err:

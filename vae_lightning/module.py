@@ -10,6 +10,7 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 
+from vae_lightning.checkpoints import CheckpointError, read_checkpoint
 from vae_lightning.evaluation import (
     add_noise,
     binarize,
@@ -206,3 +207,20 @@ class VAEModule(LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.optimizer_factory(self.parameters())
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, *args, weights_only: bool | None = True, **kwargs) -> VAEModule:  # type: ignore[override]
+        """Lightning's loader with ``weights_only=True`` (no pickled code from the file runs) and a
+        ``CheckpointError`` naming the problem for a missing file, a file that is not a checkpoint,
+        or weights that do not fit the model (e.g. ``latent_dim=...`` overridden in ``kwargs``)."""
+        if "://" not in str(checkpoint_path):
+            read_checkpoint(checkpoint_path)
+        try:
+            return super().load_from_checkpoint(checkpoint_path, *args, weights_only=weights_only, **kwargs)
+        except RuntimeError as err:
+            details = " ".join(line.strip() for line in str(err).splitlines()[1:4])
+            overrides = sorted(set(kwargs) - {"map_location", "hparams_file", "strict"})
+            raise CheckpointError(
+                f"checkpoint {checkpoint_path} does not fit the model built from its settings with the "
+                f"overrides {overrides}: {details} Load it without overriding its architecture."
+            ) from err
