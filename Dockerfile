@@ -1,0 +1,42 @@
+# GPU training image: PyTorch with CUDA 12.8 and cuDNN 9 (NVIDIA driver 570 or newer), the
+# project on top. Build, train, predict: README.md, "Docker".
+FROM pytorch/pytorch:2.9.1-cuda12.8-cudnn9-runtime
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+
+# Dependencies first, read from pyproject.toml alone, so that editing the code or the configs
+# does not reinstall them. The constraint keeps the base image's CUDA build of torch in place.
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" \
+        > /tmp/requirements.txt \
+    && python -c "import torch; print('torch==' + torch.__version__)" > /tmp/constraints.txt \
+    && python -m pip install --no-cache-dir -r /tmp/requirements.txt -c /tmp/constraints.txt \
+    && rm /tmp/requirements.txt /tmp/constraints.txt
+
+# The package itself (no dev extra), then the configs.
+COPY README.md ./
+COPY vae_lightning ./vae_lightning
+RUN python -m pip install --no-cache-dir --no-deps . \
+    && rm -rf build vae_lightning.egg-info
+COPY configs ./configs
+
+# An unprivileged user. Build with --build-arg UID="$(id -u)" --build-arg GID="$(id -g)" so
+# that what the container writes into mounted folders belongs to you.
+ARG UID=1000
+ARG GID=1000
+RUN groupadd --non-unique --gid "${GID}" vae \
+    && useradd --non-unique --uid "${UID}" --gid "${GID}" --create-home --shell /bin/bash vae \
+    && mkdir -p /app/data /app/lightning_logs \
+    && chown "${UID}:${GID}" /app/data /app/lightning_logs
+USER ${UID}:${GID}
+
+# MNIST (data/MNIST/raw; the default config downloads it there when missing) and the runs
+# (lightning_logs/version_N: config, checkpoints, TensorBoard events, predicted images).
+VOLUME ["/app/data", "/app/lightning_logs"]
+
+ENTRYPOINT ["python", "-m", "vae_lightning"]
+CMD ["fit", "--config", "configs/default.yaml", "--config", "configs/gpu.yaml"]
