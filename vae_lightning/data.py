@@ -24,6 +24,18 @@ DatasetName = Literal["mnist", "fashion_mnist"]
 _DATASETS: dict[str, type[datasets.MNIST]] = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST}
 
 
+def train_val_split(num_images: int, val_size: int, seed: int) -> tuple[Tensor, Tensor]:
+    """Indices ``(train, val)`` of the seeded split of the training images, shared by every
+    consumer of the split (the datamodule, the benchmarks) so they hold out the same images."""
+    order = torch.randperm(num_images, generator=torch.Generator().manual_seed(seed))
+    return order[val_size:], order[:val_size]
+
+
+def to_pixels(images: Tensor) -> Tensor:
+    """uint8 images -> float pixels in [0, 1] (a new tensor)."""
+    return images.float().div_(255.0)
+
+
 class DataNotFoundError(FileNotFoundError):
     """The dataset's files are not where the datamodule looked, and it may not download them."""
 
@@ -149,6 +161,8 @@ class MNISTDataModule(LightningDataModule):
                 self._read(train, download=True)
 
     def _read(self, train: bool, download: bool = False) -> tuple[Tensor, Tensor]:
+        """``(images, labels)``: images as stored, uint8 (N, 784), so a split is cut before the
+        4x larger float copy is made (one float copy at peak, not two)."""
         dataset_class = _DATASETS[self.dataset]
         verify_raw_files(self.raw_folder, train)  # a wrong file is an error here, not wrong training
         try:
@@ -165,20 +179,18 @@ class MNISTDataModule(LightningDataModule):
                 f"Point --data.data_dir at the folder that holds {dataset_class.__name__}/raw "
                 f"(e.g. --data.data_dir ../shared/data), or pass --data.download true to fetch it."
             ) from err
-        images = ds.data.reshape(len(ds.data), -1).float().div_(255.0)
-        return images, ds.targets.clone()
+        return ds.data.reshape(len(ds.data), -1), ds.targets.clone()
 
     def setup(self, stage: str | None = None) -> None:
         """Load the tensors for ``stage`` once; later calls reuse them."""
         if stage in (None, "fit", "validate") and "train" not in self.splits:
             images, labels = self._read(train=True)
-            generator = torch.Generator().manual_seed(self.split_seed)
-            order = torch.randperm(len(images), generator=generator)
-            val_idx, train_idx = order[: self.val_size], order[self.val_size :]
-            self.splits["train"] = (images[train_idx], labels[train_idx])
-            self.splits["val"] = (images[val_idx], labels[val_idx])
+            train_idx, val_idx = train_val_split(len(images), self.val_size, self.split_seed)
+            self.splits["train"] = (to_pixels(images[train_idx]), labels[train_idx])
+            self.splits["val"] = (to_pixels(images[val_idx]), labels[val_idx])
         if stage in (None, "test", "predict") and "test" not in self.splits:
-            self.splits["test"] = self._read(train=False)
+            images, labels = self._read(train=False)
+            self.splits["test"] = (to_pixels(images), labels)
         if self.data_on_device and self.trainer is not None:
             device = self.trainer.strategy.root_device
             self.splits = {name: (x.to(device), y.to(device)) for name, (x, y) in self.splits.items()}
