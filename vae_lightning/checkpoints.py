@@ -68,16 +68,23 @@ def architecture_mismatch(checkpoint: Mapping[str, Any], model: nn.Module) -> st
         problems.append(f"not in this model: {', '.join(unexpected[:4])}")
     if not problems:
         return None
-    saved_hparams = checkpoint.get("hyper_parameters") or {}
-    hparams = getattr(model, "hparams", {})
-    differing = [
-        f"{key}={saved_hparams[key]!r} (checkpoint) vs {hparams[key]!r} (here)"
-        for key in hparams
-        if key in saved_hparams and saved_hparams[key] != hparams[key] and key != "optimizer"
-    ]
+    differing = differing_settings(checkpoint.get("hyper_parameters") or {}, getattr(model, "hparams", {}))
     if differing:
-        problems.insert(0, "settings differ: " + "; ".join(differing))
+        problems.insert(0, "settings differ: " + ", ".join(differing))
     return "; ".join(problems[:6])
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def differing_settings(saved: Mapping[str, Any], configured: Mapping[str, Any]) -> list[str]:
+    """``key=<saved> (configured: <value>)`` for each model setting present in both that differs."""
+    return [
+        f"{key}={saved[key]!r} (configured: {configured[key]!r})"
+        for key in saved
+        if key in configured and key != "optimizer" and _plain(saved[key]) != _plain(configured[key])
+    ]
 
 
 def check_checkpoint(path: str | Path, model: nn.Module) -> None:

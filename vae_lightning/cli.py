@@ -9,10 +9,16 @@ from __future__ import annotations
 from typing import Any
 
 from lightning.pytorch.cli import ArgsType, LightningCLI
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
-from vae_lightning.checkpoints import CheckpointError, check_checkpoint, newest_last_checkpoint
+from vae_lightning.checkpoints import (
+    CheckpointError,
+    check_checkpoint,
+    differing_settings,
+    newest_last_checkpoint,
+    read_checkpoint,
+)
 from vae_lightning.data import MNISTDataModule
 from vae_lightning.module import DEFAULT_LR, DEFAULT_MOMENTUM, VAEModule
 
@@ -37,11 +43,30 @@ class VAECLI(LightningCLI):
         any run folder is written."""
         try:
             super().instantiate_classes()
-            optimizer_factory = getattr(self.model, "optimizer_factory", None)
-            if callable(optimizer_factory):
-                optimizer_factory(self.model.parameters())  # the optimizer's own checks (lr >= 0, ...)
         except (ValueError, MisconfigurationException) as err:
             self.parser.error(f"invalid configuration: {err}")
+        optimizer_factory = getattr(self.model, "optimizer_factory", None)
+        if callable(optimizer_factory):
+            try:
+                optimizer_factory(self.model.parameters())  # the optimizer's own checks (lr >= 0, ...)
+            except ValueError as err:
+                self.parser.error(f"invalid configuration: model.optimizer: {err}")
+
+    def parse_arguments(self, parser, args) -> None:
+        """Parse as usual, then check a ``--ckpt_path`` file before Lightning reads the model
+        settings stored in it (which replace the configured ones; a warning lists any that differ)."""
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if not ckpt_path or ckpt_path in ("last", "best", "hpc") or "://" in str(ckpt_path):
+            return
+        try:
+            saved = read_checkpoint(ckpt_path).get("hyper_parameters") or {}
+        except CheckpointError as err:
+            parser.error(str(err))
+        differing = differing_settings(saved, self.config[subcommand].get("model") or {})
+        if differing:
+            rank_zero_warn(f"{ckpt_path}: the checkpoint's model settings replace the configured ones: {', '.join(differing)}")
 
     def _check_ckpt_path(self) -> None:
         """Resolve ``--ckpt_path last`` to the newest ``last.ckpt`` of the experiment (each run has

@@ -10,6 +10,7 @@ Both are plain callbacks listed in ``configs/default.yaml`` (``trainer.callbacks
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 import signal
@@ -47,8 +48,9 @@ class NonFiniteLossGuard(Callback):
     non-finite weights: the last checkpoint on disk is the last good one.
 
     Args:
-        action: ``stop`` raises ``NonFiniteLossError``; ``skip`` drops the step (no update,
-            momentum untouched) with a warning and goes on.
+        action: ``stop`` raises ``NonFiniteLossError``; ``skip`` drops the step with a warning
+            (the weights and the optimizer's state, momentum included, are put back as they
+            were before it) and goes on.
         max_consecutive_skips: with ``skip``, stop anyway after this many bad steps in a row
             (the run has diverged rather than hit one bad batch).
     """
@@ -64,6 +66,7 @@ class NonFiniteLossGuard(Callback):
         self.skipped_steps: list[int] = []
         self._consecutive = 0
         self._skip_this_step = False
+        self._saved: tuple[list[Tensor], dict[str, Any], Any] | None = None
         self._batch_idx = 0
 
     def _diagnosis(self, trainer: Trainer, what: str) -> str:
@@ -104,10 +107,25 @@ class NonFiniteLossGuard(Callback):
     def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: Any) -> None:
         if not self._skip_this_step:
             return
-        self._skip_this_step = False
-        for group in optimizer.param_groups:
-            for param in group["params"]:
-                param.grad = None  # optimizers leave parameters without a gradient untouched
+        # Keep the weights and the optimizer's state (momentum) as they are now and put them back
+        # after the step; zero gradients keep clipping and the gradient diagnostics well-defined.
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        self._saved = ([p.detach().clone() for p in params], copy.deepcopy(optimizer.state_dict()), optimizer)
+        for param in params:
+            if param.grad is not None:
+                param.grad.zero_()
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if self._saved is None:
+            return
+        values, optimizer_state, optimizer = self._saved
+        self._saved, self._skip_this_step = None, False
+        with torch.no_grad():
+            for param, value in zip((p for group in optimizer.param_groups for p in group["params"]), values):
+                param.copy_(value)
+        optimizer.load_state_dict(optimizer_state)
 
     def _check_weights(self, trainer: Trainer, pl_module: LightningModule) -> None:
         bad = [name for name, p in pl_module.named_parameters() if not bool(torch.isfinite(p).all())]

@@ -1,0 +1,488 @@
+"""Reliability, end to end through the real CLI on real MNIST: runs survive Ctrl-C, SIGTERM and
+crashes and resume exactly; the same seed gives the same run; a diverging loss, a corrupt data
+file, a bad config value or a bad checkpoint each stop with an error naming the problem and the
+fix, before any work is lost. docs/reliability.md lists every case."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from lightning.pytorch import Callback
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from tb import read_events, scalar_values
+from vae_lightning.checkpoints import CheckpointError
+from vae_lightning.cli import main
+from vae_lightning.data import MNISTDataModule, TensorBatchLoader
+from vae_lightning.guards import NonFiniteLossError, NonFiniteLossGuard
+from vae_lightning.integrity import CorruptDataError, _md5, verify_raw_files
+from vae_lightning.module import VAEModule
+
+from conftest import DEFAULT_CONFIG, REPO_ROOT
+
+#: 3 epochs of 4 batches of 32 (12 optimizer steps), two validation batches per epoch.
+SHORT_RUN = [
+    "--trainer.max_epochs=3",
+    "--trainer.limit_train_batches=4",
+    "--trainer.limit_val_batches=2",
+    "--trainer.num_sanity_val_steps=0",
+    "--data.batch_size=32",
+]
+
+
+def fit_args(mnist_dir: Path, save_dir: Path, *extra: str) -> list[str]:
+    """``fit`` with the default config on CPU, writing under ``save_dir``."""
+    return [
+        "fit",
+        "--config",
+        str(DEFAULT_CONFIG),
+        f"--data.data_dir={mnist_dir}",
+        "--data.download=false",
+        f"--trainer.logger.init_args.save_dir={save_dir}",
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=1",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        *extra,
+    ]
+
+
+def with_callback(class_name: str, **init_args: Any) -> str:
+    """Appends one of this file's callbacks to the config's list."""
+    return f"--trainer.callbacks+={json.dumps({'class_path': f'{__name__}.{class_name}', 'init_args': init_args})}"
+
+
+class SignalAt(Callback):
+    """Sends ``signum`` to this process once ``step`` optimizer steps are done (a real signal)."""
+
+    def __init__(self, step: int, signum: int) -> None:
+        self.step, self.signum = step, signum
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), self.signum)
+
+
+class CrashAt(Callback):
+    """Raises an ordinary error at the start of optimizer step ``step`` (a bug, an OOM...)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            raise RuntimeError("simulated crash")
+
+
+class RecordLosses(Callback):
+    """Keeps every training loss."""
+
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.losses.append(float(outputs["loss"]))
+
+
+class PoisonBatchAt(Callback):
+    """Turns the batch of step ``step`` into NaNs, and keeps the weights before and after it."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+        self.weights: dict[int, torch.Tensor] = {}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step in (self.step, self.step + 1):
+            self.weights[trainer.global_step] = torch.nn.utils.parameters_to_vector(pl_module.parameters()).clone()
+        if trainer.global_step == self.step:
+            batch[0].fill_(float("nan"))
+
+
+def find_callback(cli, kind: type) -> Any:
+    (callback,) = [c for c in cli.trainer.callbacks if isinstance(c, kind)]
+    return callback
+
+
+def weights(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: t.detach().clone() for name, t in module.state_dict().items()}
+
+
+def assert_same_weights(actual: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
+    assert actual.keys() == expected.keys()
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=1e-6, msg=name)
+
+
+def file_digests(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.md5(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def reference_run(mnist_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The uninterrupted short run the interrupted-and-resumed ones must reproduce."""
+    save_dir = tmp_path_factory.mktemp("reference")
+    cli = main(fit_args(mnist_dir, save_dir, *SHORT_RUN, with_callback("RecordLosses")))
+    return {
+        "weights": weights(cli.model),
+        "val_loss": float(cli.trainer.callback_metrics["val/loss"]),
+        "losses": find_callback(cli, RecordLosses).losses,
+        "checkpoint": save_dir / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt",
+    }
+
+
+# --- 1. Resume -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_a_signalled_run_saves_last_ckpt_mid_epoch_and_resumes_to_the_same_weights(
+    signum: int, reference_run: dict[str, Any], mnist_dir: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(SIGTERMException):  # Lightning's clean stop between batches
+        main(fit_args(mnist_dir, tmp_path, *SHORT_RUN, with_callback("SignalAt", step=6, signum=int(signum))))
+    run_dir = tmp_path / "lightning_logs" / "version_0"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, map_location="cpu", weights_only=True)
+    assert checkpoint["global_step"] == 6  # stopped after step 6, in the middle of epoch 1
+    assert checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 1, "batches_served": 2}]
+    before = file_digests(run_dir)
+
+    cli = main(["fit", "--config", str(run_dir / "config.yaml"), "--ckpt_path=last"])
+
+    assert cli.trainer.global_step == 12
+    assert_same_weights(weights(cli.model), reference_run["weights"])
+    assert float(cli.trainer.callback_metrics["val/loss"]) == pytest.approx(reference_run["val_loss"], abs=1e-5)
+    assert file_digests(run_dir) == before  # the stopped run's files are untouched
+    assert (tmp_path / "lightning_logs" / "version_1" / "config.yaml").is_file()  # the resumed run has its own
+
+
+def test_a_crash_in_a_later_epoch_keeps_the_epoch_end_checkpoint_which_resumes_exactly(
+    reference_run: dict[str, Any], mnist_dir: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        main(fit_args(mnist_dir, tmp_path, *SHORT_RUN, with_callback("CrashAt", step=9)))
+    last = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 8  # end of epoch 1
+
+    cli = main(fit_args(mnist_dir, tmp_path, *SHORT_RUN, f"--ckpt_path={last}"))
+
+    assert_same_weights(weights(cli.model), reference_run["weights"])
+
+
+def test_the_loader_resumes_mid_epoch_at_the_next_batch_and_starts_later_epochs_afresh() -> None:
+    images, labels = torch.arange(20.0).unsqueeze(1), torch.arange(20)
+    first = TensorBatchLoader(images, labels, batch_size=3, shuffle=True, seed=5)
+    first.sampler.set_epoch(2)
+    batches = [x.flatten().tolist() for x, _ in first]
+    partial = iter(first)
+    next(partial), next(partial)
+    state = first.state_dict()
+    assert state == {"epoch": 2, "batches_served": 2}
+
+    resumed = TensorBatchLoader(images, labels, batch_size=3, shuffle=True, seed=5)
+    resumed.load_state_dict(state)
+    resumed.sampler.set_epoch(2)  # Lightning sets the epoch before the first batch
+    assert [x.flatten().tolist() for x, _ in resumed] == batches[2:]
+    resumed.sampler.set_epoch(3)
+    assert len(list(resumed)) == len(batches)  # the next epoch is whole
+
+    after_epoch_end = TensorBatchLoader(images, labels, batch_size=3, shuffle=True, seed=5)
+    after_epoch_end.load_state_dict({"epoch": 2, "batches_served": len(batches)})
+    after_epoch_end.sampler.set_epoch(3)
+    assert len(list(after_epoch_end)) == len(batches)
+
+
+# --- 2. Determinism --------------------------------------------------------------------------
+
+
+def test_the_same_seed_gives_identical_losses_and_another_seed_different_ones(
+    reference_run: dict[str, Any], mnist_dir: Path, tmp_path: Path
+) -> None:
+    one_epoch = [*SHORT_RUN, "--trainer.max_epochs=1", with_callback("RecordLosses")]
+    same = main(fit_args(mnist_dir, tmp_path / "same", *one_epoch))
+    other = main(fit_args(mnist_dir, tmp_path / "other", *one_epoch, "--seed_everything=1"))
+
+    assert find_callback(same, RecordLosses).losses == reference_run["losses"][:4]
+    other_losses = find_callback(other, RecordLosses).losses
+    assert all(abs(a - b) > 1e-3 for a, b in zip(other_losses, reference_run["losses"]))
+
+
+# --- 3. Non-finite loss ----------------------------------------------------------------------
+
+
+def test_a_diverging_run_stops_naming_the_step_and_cause_and_keeps_the_last_good_checkpoint(
+    mnist_dir: Path, tmp_path: Path
+) -> None:
+    diverging = ["--model.optimizer.init_args.lr=1.0", "--trainer.gradient_clip_val=null"]
+    with pytest.raises(NonFiniteLossError) as error:
+        main(fit_args(mnist_dir, tmp_path, *SHORT_RUN, "--trainer.max_epochs=4", *diverging))
+    message = str(error.value)
+    assert "non-finite training loss (nan) at step 5 (epoch 1, batch 1)" in message
+    assert "learning rate is too high (lr = 1.0" in message and "gradient clipping is off" in message
+
+    checkpoints = tmp_path / "lightning_logs" / "version_0" / "checkpoints"
+    assert f"the last good checkpoint, {checkpoints / 'last.ckpt'}, is kept" in message
+    for path in checkpoints.iterdir():  # nothing non-finite reached the disk
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        assert checkpoint["global_step"] == 4
+        assert all(torch.isfinite(t).all() for t in checkpoint["state_dict"].values())
+
+
+def test_skip_mode_drops_a_non_finite_step_with_a_warning_and_trains_on(mnist_dir: Path, tmp_path: Path) -> None:
+    callbacks = [
+        {"class_path": "vae_lightning.guards.NonFiniteLossGuard", "init_args": {"action": "skip"}},
+        {"class_path": "vae_lightning.diagnostics.GradientDiagnostics"},
+        {"class_path": f"{__name__}.PoisonBatchAt", "init_args": {"step": 2}},
+    ]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cli = main(fit_args(mnist_dir, tmp_path, *SHORT_RUN, f"--trainer.callbacks={json.dumps(callbacks)}"))
+    assert any("non-finite training loss (nan) at step 2" in str(w.message) for w in caught)
+    assert find_callback(cli, NonFiniteLossGuard).skipped_steps == [2]
+    poison = find_callback(cli, PoisonBatchAt)
+    assert torch.equal(poison.weights[2], poison.weights[3])  # the bad step changed nothing
+    assert cli.trainer.global_step == 12
+    assert all(torch.isfinite(p).all() for p in cli.model.parameters())
+
+
+# --- 4. Bad data -----------------------------------------------------------------------------
+
+
+def copy_test_split(mnist_dir: Path, data_dir: Path, folder: str = "MNIST") -> Path:
+    """A copy of the 10k test split's files in ``data_dir/<folder>/raw`` (the shared copy stays intact)."""
+    raw = data_dir / folder / "raw"
+    raw.mkdir(parents=True)
+    for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        shutil.copyfile(mnist_dir / "MNIST" / "raw" / name, raw / name)
+    return raw
+
+
+def test_a_truncated_mnist_file_is_refused_naming_the_file_and_the_fix(mnist_dir: Path, tmp_path: Path) -> None:
+    raw = copy_test_split(mnist_dir, tmp_path)
+    images = raw / "t10k-images-idx3-ubyte"
+    os.truncate(images, 7_000_000)
+    data = MNISTDataModule(data_dir=str(tmp_path))
+    with pytest.raises(CorruptDataError) as error:
+        data.setup("test")
+    message = str(error.value)
+    assert str(images) in message and "truncated: 7,000,000 bytes, expected 7,840,016" in message
+    assert "--data.download true" in message
+
+
+def test_a_corrupt_mnist_file_of_the_right_size_is_refused_by_its_md5(mnist_dir: Path, tmp_path: Path) -> None:
+    raw = copy_test_split(mnist_dir, tmp_path)
+    images = raw / "t10k-images-idx3-ubyte"
+    with images.open("r+b") as f:
+        f.seek(5_000_000)
+        f.write(b"\xff\xff\xff\xff")  # four wrong pixels
+    with pytest.raises(CorruptDataError, match=r"t10k-images-idx3-ubyte is corrupt: MD5 \w+, expected 2646ac"):
+        MNISTDataModule(data_dir=str(tmp_path)).setup("test")
+
+
+def test_a_truncated_fashion_mnist_file_is_refused_by_its_size(mnist_dir: Path, tmp_path: Path) -> None:
+    raw = copy_test_split(mnist_dir, tmp_path, folder="FashionMNIST")
+    os.truncate(raw / "t10k-labels-idx1-ubyte", 5_000)
+    with pytest.raises(CorruptDataError, match="FashionMNIST file .*t10k-labels-idx1-ubyte is truncated"):
+        MNISTDataModule(data_dir=str(tmp_path), dataset="fashion_mnist").setup("test")
+
+
+def test_checking_all_four_mnist_files_takes_well_under_a_second(mnist_dir: Path) -> None:
+    _md5.cache_clear()
+    start = time.perf_counter()
+    for train in (True, False):
+        verify_raw_files(mnist_dir / "MNIST" / "raw", train)
+    assert time.perf_counter() - start < 1.0
+
+
+# --- 5. Bad config ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argument", "named"),
+    [
+        ("--model.latent_dim=0", "latent_dim must be positive, got 0"),
+        ("--model.hidden_dims=[]", "hidden_dims must be a non-empty list"),
+        ("--model.mc_samples=0", "mc_samples must be at least 1, got 0"),
+        ("--trainer.gradient_clip_algorithm=sometimes", "`gradient_clip_algorithm` sometimes is invalid"),
+        ("--model.optimizer.init_args.lr=-0.1", "model.optimizer: Invalid learning rate: -0.1"),
+        ("--model.latent_size=3", "latent_size"),
+    ],
+)
+def test_an_invalid_value_is_refused_before_training_naming_the_key(
+    argument: str, named: str, mnist_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(fit_args(mnist_dir, tmp_path, argument))
+    assert exit_info.value.code == 2
+    assert named in capsys.readouterr().err
+    assert not (tmp_path / "lightning_logs").exists()  # refused before any run folder was made
+
+
+# --- 6. Bad checkpoints ----------------------------------------------------------------------
+
+
+def bad_checkpoints(tmp_path: Path, reference_checkpoint: Path) -> dict[str, tuple[Path, list[str], str]]:
+    """name -> (path, extra CLI arguments, what the error must say)."""
+    text = tmp_path / "notes.ckpt"
+    text.write_text("not a checkpoint")
+    pickled_object = tmp_path / "object.ckpt"
+    torch.save({"state_dict": argparse.Namespace(x=1)}, pickled_object)  # loading it would run pickled code
+    weights_only = tmp_path / "weights.ckpt"  # a checkpoint without its settings, so the CLI cannot take them
+    checkpoint = torch.load(reference_checkpoint, map_location="cpu", weights_only=True)
+    torch.save({key: value for key, value in checkpoint.items() if key != "hyper_parameters"}, weights_only)
+    return {
+        "missing": (tmp_path / "missing.ckpt", [], "missing.ckpt does not exist"),
+        "not a checkpoint": (text, [], "is not a checkpoint that can be loaded safely"),
+        "pickled object": (pickled_object, [], "is not a checkpoint that can be loaded safely"),
+        "other architecture": (
+            weights_only,
+            ["--model.latent_dim=3"],
+            "is for a different architecture than the configured model "
+            "(model.encoder.mu.weight: (2, 256) in the checkpoint, (3, 256) here",
+        ),
+    }
+
+
+@pytest.mark.parametrize("case", ["missing", "not a checkpoint", "pickled object", "other architecture"])
+def test_a_bad_checkpoint_is_refused_by_the_cli_before_the_run_starts(
+    case: str, reference_run: dict[str, Any], mnist_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    path, extra, expected = bad_checkpoints(tmp_path, reference_run["checkpoint"])[case]
+    with pytest.raises(SystemExit) as exit_info:
+        main(fit_args(mnist_dir, tmp_path, *extra, f"--ckpt_path={path}"))
+    assert exit_info.value.code == 2
+    assert expected in " ".join(capsys.readouterr().err.split())  # the usage error wraps long lines
+    assert not (tmp_path / "lightning_logs").exists()
+
+
+@pytest.mark.parametrize("case", ["missing", "not a checkpoint", "pickled object", "other architecture"])
+def test_a_bad_checkpoint_is_refused_by_load_from_checkpoint(
+    case: str, reference_run: dict[str, Any], tmp_path: Path
+) -> None:
+    path, extra, _ = bad_checkpoints(tmp_path, reference_run["checkpoint"])[case]
+    overrides = {"latent_dim": 3} if extra else {}
+    with pytest.raises(CheckpointError, match="does not exist|cannot|not a checkpoint|does not fit"):
+        VAEModule.load_from_checkpoint(path, map_location="cpu", **overrides)
+
+
+def test_the_cli_takes_the_model_settings_from_the_checkpoint_and_says_which_differ(
+    reference_run: dict[str, Any], mnist_dir: Path, tmp_path: Path
+) -> None:
+    checkpoint = reference_run["checkpoint"]
+    with pytest.warns(UserWarning, match=r"replace the configured ones: latent_dim=2 \(configured: 3\)"):
+        cli = main(fit_args(mnist_dir, tmp_path, *SHORT_RUN, "--model.latent_dim=3", f"--ckpt_path={checkpoint}"))
+    assert cli.model.hparams.latent_dim == 2
+    assert_same_weights(weights(cli.model), reference_run["weights"])  # already at max_epochs: nothing to do
+
+
+def test_a_good_checkpoint_loads_with_weights_only(reference_run: dict[str, Any]) -> None:
+    model = VAEModule.load_from_checkpoint(reference_run["checkpoint"], map_location="cpu")
+    assert_same_weights(weights(model), reference_run["weights"])
+
+
+# --- 7. Distributed --------------------------------------------------------------------------
+
+
+def test_each_process_gets_its_own_disjoint_shard_and_together_all_images() -> None:
+    images, labels = torch.arange(10.0).unsqueeze(1), torch.arange(10)
+    shards = [
+        [int(i) for _, y in TensorBatchLoader(images, labels, 2, shuffle=True, num_replicas=2, rank=r) for i in y]
+        for r in (0, 1)
+    ]
+    assert not set(shards[0]) & set(shards[1])
+    assert sorted(shards[0] + shards[1]) == list(range(10))
+
+
+DDP_RUN = [
+    "--trainer.max_epochs=1",
+    "--trainer.limit_train_batches=5",
+    "--trainer.limit_val_batches=4",
+    "--trainer.num_sanity_val_steps=0",
+    "--model.deterministic=true",  # z = mu: no sampled noise, so the two runs can agree to rounding
+]
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes_matches_one_process_with_the_same_global_batch(
+    mnist_dir: Path, tmp_path: Path
+) -> None:
+    ddp_dir, single_dir = tmp_path / "ddp", tmp_path / "single"
+    ddp_args = fit_args(mnist_dir, ddp_dir, *DDP_RUN, "--data.batch_size=32")[1:]
+    ddp_args = [a for a in ddp_args if a != "--trainer.devices=1"]
+    command = [sys.executable, "-m", "vae_lightning", "fit", *ddp_args]
+    command += ["--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu"]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    single = main(fit_args(mnist_dir, single_dir, *DDP_RUN, "--data.batch_size=64"))
+
+    runs = list((ddp_dir / "lightning_logs").iterdir())
+    assert [r.name for r in runs] == ["version_0"]  # one run folder, written by rank 0 only
+    (run_dir,) = runs
+    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1
+    assert len(list((run_dir / "checkpoints").iterdir())) == 2  # last.ckpt and the best, once
+    events = read_events(run_dir)
+    assert len(events.Images("samples")) == 1 and len(events.Images("reconstructions")) == 1
+
+    # Rank r trained on images r, r+2, ... of each global batch of 64 and validated on its half of
+    # the first 256 validation images; the gradients are averaged and val/loss reduced across ranks.
+    (ddp_val_loss,) = scalar_values(events, "val/loss")
+    assert ddp_val_loss == pytest.approx(float(single.trainer.callback_metrics["val/loss"]), rel=1e-4)
+    ddp_weights = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    for name, tensor in single.model.state_dict().items():
+        torch.testing.assert_close(ddp_weights["state_dict"][name], tensor, rtol=1e-4, atol=1e-5, msg=name)
+
+
+# --- 8. Soak ---------------------------------------------------------------------------------
+
+
+class ResidentMemory(Callback):
+    """Resident set size (MB) of this process at the end of every training epoch."""
+
+    def __init__(self) -> None:
+        self.rss_mb: list[float] = []
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        self.rss_mb.append(pages * os.sysconf("SC_PAGE_SIZE") / 2**20)
+
+
+def soak(mnist_dir: Path, save_dir: Path, epochs: int) -> list[float]:
+    """RSS per epoch of a run with the default config's callbacks (images, diagnostics) every epoch."""
+    cli = main(
+        fit_args(
+            mnist_dir,
+            save_dir,
+            f"--trainer.max_epochs={epochs}",
+            "--trainer.limit_train_batches=20",
+            "--trainer.limit_val_batches=5",
+            "--trainer.log_every_n_steps=5",
+            with_callback("ResidentMemory"),
+        )
+    )
+    rss = find_callback(cli, ResidentMemory).rss_mb
+    print("RSS per epoch (MB):", " ".join(f"{r:.0f}" for r in rss))
+    return rss
+
+
+@pytest.mark.slow
+def test_memory_stays_flat_over_a_30_epoch_run(mnist_dir: Path, tmp_path: Path) -> None:
+    rss = soak(mnist_dir, tmp_path, epochs=30)
+    assert max(rss[5:]) - rss[4] < 30  # MB: after warm-up, no growth with the epochs
+
+
+def test_memory_stays_flat_over_a_short_run(mnist_dir: Path, tmp_path: Path) -> None:
+    rss = soak(mnist_dir, tmp_path, epochs=6)
+    assert max(rss[2:]) - rss[1] < 30
