@@ -97,7 +97,12 @@ class VAEModule(LightningModule):
             raise ValueError(f"model.noise_std and model.denoise_std must be >= 0, got {noise_std} and {denoise_std}")
         if not iwae_samples or min(iwae_samples) < 1:
             raise ValueError(f"model.iwae_samples must be a non-empty list of counts >= 1, got {list(iwae_samples)}")
-        self.save_hyperparameters()
+        # the test-time settings stay out of the checkpoint, so `test --ckpt_path` takes them
+        # from its own command line instead of from the run that trained the model
+        self.save_hyperparameters(ignore=["iwae_samples", "iwae_chunk_size", "denoise_std"])
+        self.iwae_samples = list(iwae_samples)
+        self.iwae_chunk_size = iwae_chunk_size
+        self.denoise_std = denoise_std
         self.model = VAE(
             input_dim=input_dim,
             hidden_dims=list(hidden_dims),
@@ -177,13 +182,13 @@ class VAEModule(LightningModule):
         if not self.hparams.deterministic:  # no posterior to importance-sample from
             generator = torch.Generator().manual_seed(batch_idx)
             bounds = iwae_bounds(
-                self.model, x, self.hparams.iwae_samples, self.log_likelihood, self.hparams.iwae_chunk_size, generator
+                self.model, x, self.iwae_samples, self.log_likelihood, self.iwae_chunk_size, generator
             )
             self.log_dict({f"test/iwae_k{k}": b.mean() for k, b in bounds.items()}, batch_size=x.shape[0], sync_dist=True)
         update_image_metrics(self.test_reconstruction, self.reconstruct(x), x)
         self.log_dict(self.test_reconstruction)
-        if self.hparams.denoise_std > 0:
-            noisy = add_noise(x, self.hparams.denoise_std, seeded_generator(2 * batch_idx + 1, x.device))
+        if self.denoise_std > 0:
+            noisy = add_noise(x, self.denoise_std, seeded_generator(2 * batch_idx + 1, x.device))
             update_image_metrics(self.test_denoising, self.reconstruct(noisy), x)
             update_image_metrics(self.test_noisy_input, noisy, x)
             self.log_dict(self.test_denoising)
