@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import Tensor
@@ -43,9 +44,10 @@ class NonFiniteLossGuard(Callback):
     """Stops training on a NaN or infinite loss with an error naming the step and the likely
     cause, before the bad step updates the weights; or skips such steps with a warning.
 
-    The loss is checked before each backward pass (one host sync per step), the weights and
-    the validation loss before each checkpoint is written, so a checkpoint never holds
-    non-finite weights: the last checkpoint on disk is the last good one.
+    The loss is checked before each backward pass (one host sync per step; under DDP the
+    processes agree first, so all stop or skip together), the weights and the validation loss
+    before each checkpoint is written, so a checkpoint never holds non-finite weights: the last
+    checkpoint on disk is the last good one.
 
     Args:
         action: ``stop`` raises ``NonFiniteLossError``; ``skip`` drops the step with a warning
@@ -88,10 +90,12 @@ class NonFiniteLossGuard(Callback):
         self._batch_idx = batch_idx
 
     def on_before_backward(self, trainer: Trainer, pl_module: LightningModule, loss: Tensor) -> None:
-        if bool(torch.isfinite(loss)):
+        finite_here = bool(torch.isfinite(loss))
+        # Under DDP every process takes the same decision, or the others would wait in backward.
+        if trainer.strategy.reduce_boolean_decision(finite_here, all=True):
             self._consecutive = 0
             return
-        what = f"non-finite training loss ({loss.item()})"
+        what = f"non-finite training loss ({loss.item()})" if not finite_here else "non-finite training loss on another process"
         if self.action == "stop" or self._consecutive >= self.max_consecutive_skips:
             if self.action == "skip":
                 what += f" after {self._consecutive} skipped steps in a row"
@@ -137,7 +141,7 @@ class NonFiniteLossGuard(Callback):
 
     # Checkpoint callbacks run after all others, so these checks come before any save.
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not trainer.sanity_checking:
+        if trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking:
             self._check_weights(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
