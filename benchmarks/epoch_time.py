@@ -409,6 +409,12 @@ def measure(spec: dict[str, Any], log_dir: Path) -> dict[str, Any]:
     return row
 
 
+def measure_in_process(spec: dict[str, Any], log_dir: Path) -> dict[str, Any]:
+    """Run ``spec`` in this process: quick, but every row's peak memory includes the earlier rows'."""
+    print(f"  {spec['name']:<36}", flush=True)
+    return {**_public(spec), **run_row(spec)}
+
+
 def _slug(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name).strip("_")
 
@@ -560,6 +566,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--options", action="store_true", help="also measure the speed options (compile, bf16, ...)")
     p.add_argument("--scaling", action="store_true", help="also measure epoch time against batch size and width")
     p.add_argument("--scaling-images", type=int, default=8192, help="training images timed per scaling point")
+    p.add_argument("--in-process", action="store_true",
+                   help="run the rows in this process (quick smoke runs; peak memory is then not per row)")
     p.add_argument("--run-row", help=argparse.SUPPRESS)
     p.add_argument("--result-file", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -593,10 +601,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     device_name = torch.cuda.get_device_name() if device == "cuda" else _cpu_name()
     load_start = round(os.getloadavg()[0], 2)
     print(f"{device_name}; load average {load_start}; logs in {log_dir}")
-    rows = [measure(spec, log_dir) for spec in main_rows(base)]
+    run = measure_in_process if args.in_process else measure
+    rows = [run(spec, log_dir) for spec in main_rows(base)]
     if args.options:
-        rows += [measure(spec, log_dir) for spec in option_rows(base)]
-    scaling = [measure(spec, log_dir) for spec in scaling_rows(base, args.scaling_images)] if args.scaling else []
+        rows += [run(spec, log_dir) for spec in option_rows(base)]
+    scaling = [run(spec, log_dir) for spec in scaling_rows(base, args.scaling_images)] if args.scaling else []
     r = ratios(rows, device)
     report = {
         "device": device, "device_name": device_name, "cpu_count": os.cpu_count(),
