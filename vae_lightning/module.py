@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from lightning.pytorch import LightningModule
@@ -67,6 +68,11 @@ class VAEModule(LightningModule):
         denoise_std: std of the Gaussian noise added to test images for ``test/denoise_*``
             (the model's reconstruction of noisy images vs the clean ones) and
             ``test/noisy_*`` (the noisy images themselves). 0: off.
+        kl_weight: beta, the weight of KL in the training objective RL + beta * KL. 1: the
+            report's loss. ``{stage}/loss`` is always RL + KL, comparable across betas.
+        kl_warmup: steps or epochs (``kl_warmup_interval``) over which the KL weight rises
+            linearly from 0 to ``kl_weight``; logged as ``train/kl_weight``. 0: no warm-up.
+        kl_warmup_interval: whether ``kl_warmup`` counts optimizer steps or epochs.
     """
 
     def __init__(
@@ -87,6 +93,9 @@ class VAEModule(LightningModule):
         iwae_samples: Sequence[int] = (1, 50),
         iwae_chunk_size: int = 64,
         denoise_std: float = 0.5,
+        kl_weight: float = 1.0,
+        kl_warmup: int = 0,
+        kl_warmup_interval: Literal["step", "epoch"] = "step",
     ) -> None:
         super().__init__()
         if likelihood == "bernoulli" and linear:
@@ -97,6 +106,8 @@ class VAEModule(LightningModule):
             raise ValueError(f"model.noise_std and model.denoise_std must be >= 0, got {noise_std} and {denoise_std}")
         if not iwae_samples or min(iwae_samples) < 1:
             raise ValueError(f"model.iwae_samples must be a non-empty list of counts >= 1, got {list(iwae_samples)}")
+        if kl_weight < 0 or kl_warmup < 0:
+            raise ValueError(f"model.kl_weight and model.kl_warmup must be >= 0, got {kl_weight} and {kl_warmup}")
         # the test-time settings stay out of the checkpoint, so `test --ckpt_path` takes them
         # from its own command line instead of from the run that trained the model
         self.save_hyperparameters(ignore=["iwae_samples", "iwae_chunk_size", "denoise_std"])
@@ -167,6 +178,11 @@ class VAEModule(LightningModule):
                 batch_size=x.shape[0],
                 sync_dist=True,
             )
+        if training:  # optimise RL + beta * KL; the logged train/loss stays RL + KL
+            kl_weight = self.kl_weight_in_use()
+            if self._step_is_logged():
+                self.log("train/kl_weight", kl_weight, on_step=True, on_epoch=False, batch_size=x.shape[0])
+            return rl + kl_weight * kl
         return terms["loss"]
 
     def _log_train_terms(self, terms: dict[str, Tensor], batch_size: int) -> None:
@@ -201,6 +217,14 @@ class VAEModule(LightningModule):
         if self._train_sums is not None:
             means = self._train_sums / self._train_count
             self.log_dict({f"train/{name}_epoch": m for name, m in zip(self._train_names, means)}, on_epoch=True)
+
+    def kl_weight_in_use(self) -> float:
+        """beta = ``kl_weight``, ramped linearly from 0 over the first ``kl_warmup`` steps or epochs."""
+        warmup, beta = self.hparams.kl_warmup, self.hparams.kl_weight
+        if warmup == 0:
+            return beta
+        progress = self.current_epoch if self.hparams.kl_warmup_interval == "epoch" else self.global_step
+        return beta * min(1.0, progress / warmup)
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         return self._common_step(batch, "train")
