@@ -516,6 +516,8 @@ def targets(r: dict[str, Any]) -> dict[str, Any]:
 def markdown(report: dict[str, Any]) -> str:
     device = report["device"]
     mem_head = "peak GPU MB (max_memory_allocated)" if device == "cuda" else "peak RSS MB (process)"
+    if not report["rows"]:
+        return _scaling_markdown(report)
     lines = [
         f"Device: {report['device_name']}; batch size {report['batch_size']}; "
         f"{report['threads']} torch threads; {report['epochs']} epochs, median of the last "
@@ -539,21 +541,30 @@ def markdown(report: dict[str, Any]) -> str:
             t = report["targets"].get(key)
             lines.append(f"| {key} | {value:.3f} | {t['target'] if t else ''} | {t['met'] if t else ''} |")
     if report.get("scaling"):
-        lines += [
-            "",
-            "Scaling (training steps only, no validation; s/epoch = 55,000 / images per second):",
-            "",
-            "| batch | hidden | floor s/epoch | project s/epoch | project/floor | project images/s |",
-            "|---:|---|---:|---:|---:|---:|",
-        ]
-        scale = report["scaling"]
-        for f, p in zip(scale[::2], scale[1::2]):
-            if "error" in f or "error" in p:
-                continue
-            fe, pe = 55_000 / f["images_per_s"], 55_000 / p["images_per_s"]
-            lines.append(
-                f"| {p['batch_size']} | {p['hidden_dims']} | {fe:.2f} | {pe:.2f} | {pe / fe:.2f} | {p['images_per_s']:.0f} |"
-            )
+        lines += ["", _scaling_markdown(report)]
+    return "\n".join(lines) + "\n"
+
+
+def _scaling_markdown(report: dict[str, Any]) -> str:
+    scale = report["scaling"]
+    images = scale[0]["limit_batches"] * scale[0]["batch_size"] if scale else 0
+    lines = [
+        f"Scaling on {report['device_name']}, {report['threads']} torch threads, load average "
+        f"{report['load_average_start_end']} (start, end): training steps only, no validation; each "
+        f"point one warm-up and one measured pass over ~{images} images; s/epoch = 55,000 / images per second.",
+        "",
+        "| batch | hidden | floor s/epoch | project s/epoch | project/floor | project/floor, CPU s | project images/s |",
+        "|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for f, p in zip(scale[::2], scale[1::2]):
+        if "error" in f or "error" in p:
+            continue
+        fe, pe = 55_000 / f["images_per_s"], 55_000 / p["images_per_s"]
+        cpu = p["cpu_seconds_per_epoch"] / f["cpu_seconds_per_epoch"]
+        lines.append(
+            f"| {p['batch_size']} | {p['hidden_dims']} | {fe:.2f} | {pe:.2f} | {pe / fe:.2f} | {cpu:.2f} | "
+            f"{p['images_per_s']:.0f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
