@@ -80,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     except ExperimentError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished trials are kept; run the same command again to resume", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -48,7 +48,7 @@ def _colors(n: int) -> list:
 def plot_val_curves(settings: list[SettingResult], title: str, path: Path) -> Path:
     """Validation loss per epoch: the mean over seeds per setting, with a band from the lowest
     to the highest seed."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(8, 4.5))
     drawn = 0
     for color, setting in zip(_colors(len(settings)), settings):
         curves = [t.val_curve for t in setting.completed if t.val_curve]
@@ -65,7 +65,7 @@ def plot_val_curves(settings: list[SettingResult], title: str, path: Path) -> Pa
     ax.set_ylabel("validation loss (RL + KL)")
     ax.set_title(f"{title}: validation loss per epoch\n(mean over seeds, band: min-max)")
     if drawn:
-        ax.legend(title=_axis_name(settings), fontsize=8, title_fontsize=8)
+        ax.legend(title=_axis_name(settings), fontsize=8, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         ax.xaxis.get_major_locator().set_params(integer=True)
     else:
         ax.text(0.5, 0.5, "no completed runs", ha="center", va="center", transform=ax.transAxes)
@@ -148,8 +148,8 @@ def plot_latent_ranges(settings: list[SettingResult], title: str, path: Path, ma
             if row == 0 and col == 0:
                 ax.legend(fontsize=7)
     fig.suptitle(
-        f"{title}: value ranges of the posterior mean mu and std sigma per latent dimension\n"
-        "on the validation set (averaged over seeds)",
+        f"{title}: value ranges of mu and sigma per latent dimension\n"
+        "(posterior mean and std on the validation set, averaged over seeds)",
         fontsize=10,
     )
     return _save(fig, path)

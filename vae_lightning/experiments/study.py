@@ -299,6 +299,7 @@ class Sweep:
                 self.study.optimize(self.objective, n_trials=remaining, callbacks=[self._after_search_trial], **optimize)
             return
         idle_passes = 0
+        last_message = ""
         while not self._budget_spent():
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -311,7 +312,10 @@ class Sweep:
                 break
             claimed = self._claimed(trials)
             if all(p in claimed for p in todo) and not any(t.state == TrialState.WAITING for t in trials):
-                progress(f"{len(todo)} trial(s) still running in other workers; waiting for them")
+                message = f"{len(todo)} trial(s) still running in other workers; waiting for them"
+                if message != last_message:
+                    progress(message)
+                    last_message = message
                 time.sleep(POLL_S)
                 continue
             before = self.trained
