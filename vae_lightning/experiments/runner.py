@@ -20,6 +20,7 @@ import optuna
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from vae_lightning.cli import main
 from vae_lightning.experiments.spec import Experiment, ExperimentError, GridValue, format_value, short_key
@@ -145,10 +146,12 @@ def run_training(args: list[str], callbacks: list[Callback]) -> RunResult:
         cli = main(["fit", *args], trainer_defaults={"callbacks": [stop_on_nan, *callbacks]})
     except optuna.TrialPruned:
         raise
-    except (KeyboardInterrupt, SystemExit) as err:
-        # Ctrl-C or SIGTERM (Lightning's SIGTERMException): the trial did not fail, it was cut
-        # off; Optuna records it as failed without a reason and the next `run` queues it again.
+    except (KeyboardInterrupt, SIGTERMException) as err:
+        # Ctrl-C or SIGTERM: the trial did not fail, it was cut off; Optuna records it as
+        # failed without a reason and the next `run` queues it again.
         raise KeyboardInterrupt(f"trial interrupted ({type(err).__name__})") from err
+    except SystemExit as err:  # jsonargparse refused this setting's options
+        raise TrainingFailed(f"the CLI refused the trial's options (exit status {err.code}; its message is in the log)") from err
     except Exception as err:
         raise TrainingFailed(f"{type(err).__name__}: {err}") from err
     wall_time = time.perf_counter() - start

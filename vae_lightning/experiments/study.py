@@ -273,14 +273,17 @@ class Sweep:
             study.stop()
 
     def check_config(self) -> None:
-        """Refuse the sweep before any training when the CLI rejects one of its settings."""
+        """Refuse the sweep before any training when the CLI rejects its options: each varied
+        option is tried once with a value of each type it takes (``0.5`` and ``null`` for a
+        clip value), the others at their first value, which catches misspelt keys and wrongly
+        typed values without building every setting."""
         save_dir = self.experiment.run_dir(self.fast)
-        if self.experiment.is_grid:
-            settings = self.experiment.grid_settings()
-        else:  # the low end of every range, the first of every list
-            settings = [
-                {key: (int(v.low) if v.type == "int" else v.low) if isinstance(v, Range) else v[0] for key, v in self.experiment.vary.items()}
-            ]
+        first = {key: (int(v.low) if v.type == "int" else v.low) if isinstance(v, Range) else v[0] for key, v in self.experiment.vary.items()}
+        settings = [first]
+        for key, values in self.experiment.vary.items():
+            if isinstance(values, list):
+                by_type = {type(value): value for value in reversed(values)}  # the first value of each type
+                settings += [{**first, key: value} for value in by_type.values() if value != first[key] or type(value) is not type(first[key])]
         for setting in settings:
             check_args(trial_args(self.experiment, setting, self.experiment.seeds[0], self.fast, self.extra_args, save_dir, "check"))
 
