@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -28,7 +30,8 @@ class GradientRecorder(Callback):
 
 
 def fit(cli_args: list[str], *options: str, steps: int = 3, callbacks: tuple[Callback, ...] = ()) -> Path:
-    """A one-epoch run of ``steps`` training batches, every step logged; returns its log folder."""
+    """A one-epoch run of ``steps`` training batches, every step logged, without validation;
+    returns its log folder."""
     assert steps > 1, "the CLI reads limit_train_batches=1 as 1.0, the whole epoch"
     cli = main(
         [
@@ -36,7 +39,7 @@ def fit(cli_args: list[str], *options: str, steps: int = 3, callbacks: tuple[Cal
             *cli_args,
             "--trainer.max_epochs=1",
             f"--trainer.limit_train_batches={steps}",
-            "--trainer.limit_val_batches=2",
+            "--trainer.limit_val_batches=0",  # no validation: these tests look at training only
             "--trainer.log_every_n_steps=1",
             *options,
         ],
@@ -62,6 +65,7 @@ def test_norms_before_and_after_clipping_by_value_are_those_of_the_gradients(cli
         assert elements[step] == pytest.approx(beyond, rel=1e-6)
         assert 0 < beyond < 1
         assert after[step] < before[step]
+    assert scalar_values(events, "grad/clipped_step_fraction") == [1.0, 1.0, 1.0]
 
     layers = {tag.removeprefix("grad/update_ratio/") for tag in events.Tags()["scalars"] if tag.startswith("grad/update_ratio/")}
     assert {"model.encoder.hidden.0", "model.encoder.mu", "model.encoder.logvar", "model.decoder.layers.2"} <= layers
@@ -102,7 +106,7 @@ def test_kl_weight_warms_up_per_epoch_with_the_epoch_interval(cli_args: list[str
             "--model.kl_warmup_interval=epoch",
             "--trainer.max_epochs=3",
             "--trainer.limit_train_batches=2",  # not 1: the CLI reads 1 as 1.0, all batches
-            "--trainer.limit_val_batches=2",
+            "--trainer.limit_val_batches=0",
             "--trainer.log_every_n_steps=1",
         ]
     )
@@ -168,3 +172,23 @@ def test_a_collapsed_encoder_has_no_active_units(cli_args: list[str]) -> None:
     assert scalar_values(events, "latent/active_units") == [0.0]
     assert scalar_values(events, "latent/mu1_std")[0] < 1e-6
     assert math.isfinite(scalar_values(events, "latent/kl_dim1")[0])
+
+
+@pytest.mark.slow
+def test_latent_diagnostics_under_ddp_cover_the_images_of_every_process(cli_args: list[str], tmp_path: Path) -> None:
+    """Two CPU processes, each validating its own half of 256 images, log the statistics of all
+    256: the same numbers as one process that sees them all (the untrained model is seeded)."""
+    ddp_dir = tmp_path / "ddp"
+    args = [a for a in cli_args if not a.startswith(("--trainer.devices", "--trainer.logger.init_args.save_dir"))]
+    command = [sys.executable, "-m", "vae_lightning", "validate", *args, f"--trainer.logger.init_args.save_dir={ddp_dir}"]
+    command += ["--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.limit_val_batches=4", "--data.batch_size=32"]
+    result = subprocess.run(command, cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    single = main(["validate", *cli_args, "--trainer.limit_val_batches=4", "--data.batch_size=64"])
+
+    (ddp_run,) = (ddp_dir / "lightning_logs").iterdir()
+    ddp_events, single_events = read_events(ddp_run), read_events(Path(single.trainer.logger.log_dir))
+    tags = [tag for tag in single_events.Tags()["scalars"] if tag.startswith("latent/")]
+    assert {"latent/mu1_min", "latent/mu2_std", "latent/kl_dim1", "latent/active_units"} <= set(tags)
+    for tag in tags:
+        assert scalar_values(ddp_events, tag) == pytest.approx(scalar_values(single_events, tag), rel=1e-5, abs=1e-7), tag
