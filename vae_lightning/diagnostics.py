@@ -65,9 +65,9 @@ class GradientDiagnostics(Callback):
         every_n_steps: log every n-th optimizer step (steps n-1, 2n-1, ..., where Lightning
             logs ``train/loss_step`` for the same n). ``None``: the Trainer's ``log_every_n_steps``.
         count_every_step: check every step for clipping, so ``grad/clipped_step_fraction``
-            covers all steps since the previous log. ``False``: only the logged steps (the
-            fraction is then an estimate from a sample of steps, and steps between logs cost
-            nothing).
+            covers all steps since the previous log. ``False``: only the logged steps, so each
+            logged value is 0 or 1 (TensorBoard's smoothing averages them) and steps between
+            logs cost nothing.
         update_ratio: log ``grad/update_ratio/<layer>`` (copies the weights on logged steps).
     """
 
@@ -173,8 +173,9 @@ class LatentDiagnostics(Callback):
     - ``latent/mu{i}_{min,max,mean,std}``, ``latent/sigma{i}_{min,max,mean,std}``,
       ``latent/logvar_mean`` (``vae_lightning.latent.latent_statistics``);
     - ``latent/kl_dim{i}``: KL(q(z_i|x) || N(0, 1)) averaged over the images
-      (``vae_lightning.losses.kl_divergence_per_dim``); they sum to ``val/kl``. A dimension with
-      KL near 0 carries no information about x;
+      (``vae_lightning.losses.kl_divergence_per_dim``); they sum to ``val/kl`` (with
+      ``model.binarize`` they describe the grey images, not their binarization). A dimension
+      with KL near 0 carries no information about x;
     - ``latent/active_units``: dimensions whose mean varies across the images,
       Var_x(mu_i) > ``active_threshold`` (Burda et al. 2015; ``vae_lightning.latent.active_units``);
     - with ``histograms``, TensorBoard histograms ``latent/mu{i}`` and ``latent/sigma{i}``.

@@ -7,11 +7,12 @@ clipping, a log every 5 steps)::
       python -m vae_lightning fit --config configs/default.yaml --data.data_dir ../shared/data \\
         --trainer.max_epochs 2 --trainer.limit_train_batches 200 --trainer.limit_val_batches 10 \\
         --trainer.log_every_n_steps 5 --trainer.gradient_clip_val $1 --trainer.gradient_clip_algorithm $2 \\
-        --trainer.logger.init_args.save_dir runs/clip_$2_$1
+        --trainer.logger.init_args.save_dir runs/clipping/$2_$1
     done
-    python docs/diagnostics/make_figures.py runs/clip_value_0.01 runs/clip_value_1.0 runs/clip_norm_1.0 runs/clip_value_0
+    python docs/diagnostics/make_figures.py runs/clipping/value_0 runs/clipping/value_1.0 runs/clipping/value_0.01 runs/clipping/norm_1.0
 
-(with ``count_every_step: true`` in the config's GradientDiagnostics).
+(with ``count_every_step: true`` in the config's GradientDiagnostics). Prints the numbers of
+the table in docs/diagnostics.md.
 """
 
 from __future__ import annotations
@@ -26,7 +27,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
 OUT = Path(__file__).resolve().parent
-LABELS = {"value_0.01": "clip value 0.01", "value_1.0": "clip value 1.0", "norm_1.0": "clip norm 1.0", "none": "no clipping"}
+LABELS = {
+    "value_0.01": "clip value 0.01",
+    "value_1.0": "clip value 1.0",
+    "norm_1.0": "clip norm 1.0",
+    "value_0": "no clipping",
+    "none": "no clipping",
+}
 
 
 def scalars(run: Path) -> dict[str, tuple[list[int], list[float]]]:
