@@ -12,11 +12,12 @@ from pathlib import Path
 
 import torch
 from lightning.pytorch import Callback
+from lightning.pytorch.callbacks import TQDMProgressBar
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from torchvision import datasets, transforms
 
 from tb import read_events, scalar_values
-from vae_lightning.cli import main
+from vae_lightning.cli import PROGRESS_BAR_REFRESH_RATE, main
 from vae_lightning.data import train_val_split
 from vae_lightning.model import VAE
 
@@ -125,3 +126,10 @@ def test_fast_default_path_trains_exactly_like_a_plain_dataloader_loop(
     assert math.isclose(epoch_loss, sum(recorder.losses) / steps, rel_tol=1e-5)  # equal batches: plain mean
     logged_steps = scalar_values(events, "train/loss_step")
     assert all(math.isclose(a, b, rel_tol=1e-6) for a, b in zip(logged_steps, recorder.losses[1::2]))
+
+
+def test_default_progress_bar_redraws_every_20_steps_and_stays_off_when_disabled(cli_args: list[str]) -> None:
+    shown = [arg for arg in cli_args if not arg.startswith("--trainer.enable_progress_bar")]
+    bar = main(shown, run=False).trainer.progress_bar_callback
+    assert isinstance(bar, TQDMProgressBar) and bar.refresh_rate == PROGRESS_BAR_REFRESH_RATE == 20
+    assert main(cli_args, run=False).trainer.progress_bar_callback is None  # --trainer.enable_progress_bar=false
