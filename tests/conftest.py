@@ -30,20 +30,26 @@ def mnist_dir() -> Path:
     return DATA_DIR
 
 
-@pytest.fixture
-def cli_args(mnist_dir: Path, tmp_path: Path) -> list[str]:
-    """Arguments that run the default config quickly on CPU, writing only under ``tmp_path``."""
+def cpu_run_args(data_dir: Path, save_dir: Path) -> list[str]:
+    """The default config on one CPU with real MNIST, quiet, writing only under ``save_dir``;
+    put a subcommand before it and overrides after it."""
     return [
         "--config",
         str(DEFAULT_CONFIG),
-        f"--data.data_dir={mnist_dir}",
+        f"--data.data_dir={data_dir}",
         "--data.download=false",
-        f"--trainer.logger.init_args.save_dir={tmp_path}",
+        f"--trainer.logger.init_args.save_dir={save_dir}",
         "--trainer.accelerator=cpu",
         "--trainer.devices=1",
         "--trainer.enable_progress_bar=false",
         "--trainer.enable_model_summary=false",
     ]
+
+
+@pytest.fixture
+def cli_args(mnist_dir: Path, tmp_path: Path) -> list[str]:
+    """Arguments that run the default config quickly on CPU, writing only under ``tmp_path``."""
+    return cpu_run_args(mnist_dir, tmp_path)
 
 
 @pytest.fixture(scope="session")
@@ -57,14 +63,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> Pa
     main(
         [
             "fit",
-            "--config",
-            str(DEFAULT_CONFIG),
-            f"--data.data_dir={mnist_dir}",
-            "--data.download=false",
-            f"--trainer.logger.init_args.save_dir={save_dir}",
-            "--trainer.accelerator=cpu",
-            "--trainer.devices=1",
-            "--trainer.enable_progress_bar=false",
+            *cpu_run_args(mnist_dir, save_dir),
             "--trainer.max_epochs=3",
             "--trainer.limit_train_batches=150",
             "--trainer.limit_val_batches=10",

@@ -8,6 +8,7 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 
+from conftest import cpu_run_args
 from tb import read_events
 from vae_lightning.cli import main as cli_main
 from vae_lightning.data import DataNotFoundError
@@ -23,15 +24,7 @@ def run_20d(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> Path:
     cli_main(
         [
             "fit",
-            "--config",
-            str(Path(__file__).parents[1] / "configs" / "default.yaml"),
-            f"--data.data_dir={mnist_dir}",
-            "--data.download=false",
-            f"--trainer.logger.init_args.save_dir={save_dir}",
-            "--trainer.accelerator=cpu",
-            "--trainer.devices=1",
-            "--trainer.enable_progress_bar=false",
-            "--trainer.enable_model_summary=false",
+            *cpu_run_args(mnist_dir, save_dir),
             "--model.latent_dim=20",
             "--trainer.max_epochs=2",
             "--trainer.limit_train_batches=40",

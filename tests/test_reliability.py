@@ -33,7 +33,7 @@ from vae_lightning.guards import NonFiniteLossError, NonFiniteLossGuard
 from vae_lightning.integrity import CorruptDataError, _md5, verify_raw_files
 from vae_lightning.module import VAEModule
 
-from conftest import DEFAULT_CONFIG, REPO_ROOT
+from conftest import REPO_ROOT, cpu_run_args
 
 #: 3 epochs of 4 batches of 32 (12 optimizer steps), two validation batches per epoch.
 SHORT_RUN = [
@@ -47,19 +47,7 @@ SHORT_RUN = [
 
 def fit_args(mnist_dir: Path, save_dir: Path, *extra: str) -> list[str]:
     """``fit`` with the default config on CPU, writing under ``save_dir``."""
-    return [
-        "fit",
-        "--config",
-        str(DEFAULT_CONFIG),
-        f"--data.data_dir={mnist_dir}",
-        "--data.download=false",
-        f"--trainer.logger.init_args.save_dir={save_dir}",
-        "--trainer.accelerator=cpu",
-        "--trainer.devices=1",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false",
-        *extra,
-    ]
+    return ["fit", *cpu_run_args(mnist_dir, save_dir), *extra]
 
 
 def with_callback(class_name: str, **init_args: Any) -> str:

@@ -6,7 +6,9 @@ option of the YAML can be overridden as ``--section.key value``.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
+from unittest.mock import patch
 
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
@@ -126,14 +128,17 @@ def main(args: ArgsType = None, run: bool = True, trainer_defaults: dict[str, An
     ``trainer_defaults`` adds Trainer arguments a config file cannot express, such as callback
     objects built in code (the sweep's pruning callback); its ``callbacks`` join the config's.
     """
-    return VAECLI(
-        VAEModule,
-        MNISTDataModule,
-        seed_everything_default=0,
-        args=args,
-        run=run,
-        trainer_defaults=trainer_defaults,
-    )
+    # ``args`` stand in for the command line: hide the calling program's own arguments (a
+    # sweep's, a benchmark's, pytest's), which LightningCLI would otherwise warn about.
+    with patch.object(sys, "argv", sys.argv if args is None else sys.argv[:1]):
+        return VAECLI(
+            VAEModule,
+            MNISTDataModule,
+            seed_everything_default=0,
+            args=args,
+            run=run,
+            trainer_defaults=trainer_defaults,
+        )
 
 
 if __name__ == "__main__":
