@@ -167,10 +167,7 @@ class VAEModule(LightningModule):
         rl = reconstruction_term(x, logits, self.hparams.likelihood, self.log_std, self.hparams.linear)
         kl = rl.new_zeros(()) if self.hparams.deterministic else kl_divergence(mu, logvar)
         terms = {"loss": rl + kl, "rl": rl, "kl": kl}
-        training = stage == "train"
-        if training:
-            self._log_train_terms(terms, x.shape[0])
-        else:
+        if stage != "train":
             self.log_dict(
                 {f"{stage}/{name}": value for name, value in terms.items()},
                 on_epoch=True,
@@ -178,12 +175,12 @@ class VAEModule(LightningModule):
                 batch_size=x.shape[0],
                 sync_dist=True,
             )
-        if training:  # optimise RL + beta * KL; the logged train/loss stays RL + KL
-            kl_weight = self.kl_weight_in_use()
-            if self._step_is_logged():
-                self.log("train/kl_weight", kl_weight, on_step=True, on_epoch=False, batch_size=x.shape[0])
-            return rl + kl_weight * kl
-        return terms["loss"]
+            return terms["loss"]
+        self._log_train_terms(terms, x.shape[0])
+        kl_weight = self.kl_weight_in_use()  # optimise RL + beta * KL; the logged train/loss stays RL + KL
+        if self._step_is_logged():
+            self.log("train/kl_weight", kl_weight, on_step=True, on_epoch=False, batch_size=x.shape[0])
+        return rl + kl_weight * kl
 
     def _log_train_terms(self, terms: dict[str, Tensor], batch_size: int) -> None:
         """``train/{name}_step`` and ``train/{name}_epoch``: the names and values that
