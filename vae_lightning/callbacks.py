@@ -13,15 +13,20 @@ from torch import Tensor
 from vae_lightning.images import grid_rows, image_grid
 
 
+def tensorboard_writers(trainer: Trainer) -> list[Any]:
+    """The ``SummaryWriter`` of every TensorBoard logger of ``trainer`` (pictures go only there)."""
+    return [logger.experiment for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
+
+
+def due_after_validation(trainer: Trainer, every_n_epochs: int) -> bool:
+    """Whether a per-validation callback acts this epoch: every n-th epoch, never in the sanity check."""
+    return not trainer.sanity_checking and (trainer.current_epoch + 1) % every_n_epochs == 0
+
+
 def _log_image(trainer: Trainer, tag: str, grid: Tensor) -> None:
     """Write ``grid`` to every TensorBoard logger of ``trainer`` at the current global step."""
-    for logger in trainer.loggers:
-        if isinstance(logger, TensorBoardLogger):
-            logger.experiment.add_image(tag, grid, global_step=trainer.global_step)
-
-
-def _due(trainer: Trainer, every_n_epochs: int) -> bool:
-    return not trainer.sanity_checking and (trainer.current_epoch + 1) % every_n_epochs == 0
+    for writer in tensorboard_writers(trainer):
+        writer.add_image(tag, grid, global_step=trainer.global_step)
 
 
 class SampleGrid(Callback):
@@ -43,7 +48,7 @@ class SampleGrid(Callback):
 
     @rank_zero_only
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not _due(trainer, self.every_n_epochs):
+        if not due_after_validation(trainer, self.every_n_epochs):
             return
         generator = torch.Generator().manual_seed(self.seed)
         images = pl_module.generate(self.num_images, generator=generator)
@@ -77,7 +82,7 @@ class ReconstructionGrid(Callback):
 
     @rank_zero_only
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self._images is None or not _due(trainer, self.every_n_epochs):
+        if self._images is None or not due_after_validation(trainer, self.every_n_epochs):
             return
         images = self._images.to(pl_module.device)
         reconstructions = pl_module.reconstruct(images)

@@ -18,11 +18,11 @@ from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 from torch.nn.utils import get_total_norm
 
+from vae_lightning.callbacks import due_after_validation, tensorboard_writers
 from vae_lightning.latent import active_units, latent_statistics
 from vae_lightning.losses import kl_divergence_per_dim
 
@@ -204,7 +204,7 @@ class LatentDiagnostics(Callback):
 
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._mu, self._logvar = [], []
-        self._collecting = not trainer.sanity_checking and (trainer.current_epoch + 1) % self.every_n_epochs == 0
+        self._collecting = due_after_validation(trainer, self.every_n_epochs)
 
     @torch.no_grad()
     def on_validation_batch_end(
@@ -235,11 +235,10 @@ class LatentDiagnostics(Callback):
     @rank_zero_only
     def _log_histograms(self, trainer: Trainer, mu: Tensor, logvar: Tensor) -> None:
         sigma = torch.exp(0.5 * logvar)
-        for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                for i in range(mu.shape[1]):
-                    logger.experiment.add_histogram(f"latent/mu{i + 1}", mu[:, i], global_step=trainer.global_step)
-                    logger.experiment.add_histogram(f"latent/sigma{i + 1}", sigma[:, i], global_step=trainer.global_step)
+        for writer in tensorboard_writers(trainer):
+            for i in range(mu.shape[1]):
+                writer.add_histogram(f"latent/mu{i + 1}", mu[:, i], global_step=trainer.global_step)
+                writer.add_histogram(f"latent/sigma{i + 1}", sigma[:, i], global_step=trainer.global_step)
 
 
 def _gather_rows(pl_module: LightningModule, rows: Tensor) -> Tensor:

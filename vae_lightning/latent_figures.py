@@ -18,12 +18,12 @@ from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from matplotlib.figure import Figure
 from torch import Tensor
 from torch.distributions import Normal
 
+from vae_lightning.callbacks import due_after_validation, tensorboard_writers
 from vae_lightning.images import grid_rows, image_grid
 from vae_lightning.model import VAE
 
@@ -198,12 +198,12 @@ class LatentSpaceFigures(Callback):
 
     @rank_zero_only
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if trainer.sanity_checking or not self._images or (trainer.current_epoch + 1) % self.every_n_epochs:
+        if not self._images or not due_after_validation(trainer, self.every_n_epochs):
             return
-        loggers = [logger for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
-        if not loggers:
+        writers = tensorboard_writers(trainer)
+        if not writers:
             return
         figures = latent_figures(pl_module.model, torch.cat(self._images), torch.cat(self._labels), seed=self.seed)
         for name, figure in figures.items():
-            for logger in loggers:
-                logger.experiment.add_figure(f"latent_space/{name}", figure, global_step=trainer.global_step, close=False)
+            for writer in writers:
+                writer.add_figure(f"latent_space/{name}", figure, global_step=trainer.global_step, close=False)
