@@ -87,9 +87,10 @@ def differing_settings(saved: Mapping[str, Any], configured: Mapping[str, Any]) 
     ]
 
 
-def check_checkpoint(path: str | Path, model: nn.Module) -> None:
-    """Raise ``CheckpointError`` unless ``path`` is a readable checkpoint whose weights fit ``model``."""
-    mismatch = architecture_mismatch(read_checkpoint(path), model)
+def check_checkpoint(path: str | Path, model: nn.Module, checkpoint: Mapping[str, Any] | None = None) -> None:
+    """Raise ``CheckpointError`` unless ``path`` is a readable checkpoint whose weights fit ``model``;
+    ``checkpoint`` is its contents when already read (``read_checkpoint``)."""
+    mismatch = architecture_mismatch(checkpoint if checkpoint is not None else read_checkpoint(path), model)
     if mismatch:
         raise CheckpointError(
             f"checkpoint {path} is for a different architecture than the configured model ({mismatch}). "

@@ -83,9 +83,10 @@ class VAECLI(LightningCLI):
         if not ckpt_path or ckpt_path in ("last", "best", "hpc") or "://" in str(ckpt_path):
             return
         try:
-            saved = read_checkpoint(ckpt_path).get("hyper_parameters") or {}
+            self._checkpoint = (ckpt_path, read_checkpoint(ckpt_path))  # read once, checked again in before_*
         except CheckpointError as err:
             parser.error(str(err))
+        saved = self._checkpoint[1].get("hyper_parameters") or {}
         differing = differing_settings(saved, self.config[subcommand].get("model") or {})
         if differing:
             rank_zero_warn(f"{ckpt_path}: the checkpoint's model settings replace the configured ones: {', '.join(differing)}")
@@ -104,8 +105,9 @@ class VAECLI(LightningCLI):
                 rank_zero_info(f"--ckpt_path last: resuming from {found}")
                 config["ckpt_path"] = str(found)
         elif ckpt_path is not None and ckpt_path not in ("best", "hpc") and "://" not in str(ckpt_path):
+            read_path, contents = getattr(self, "_checkpoint", (None, None))
             try:
-                check_checkpoint(ckpt_path, self.model)
+                check_checkpoint(ckpt_path, self.model, contents if read_path == ckpt_path else None)
             except CheckpointError as err:
                 self.parser.error(str(err))
 
