@@ -391,8 +391,9 @@ def run_row(spec: dict[str, Any]) -> dict[str, Any]:
 def measure(spec: dict[str, Any], log_dir: Path) -> dict[str, Any]:
     """Run ``spec`` in a fresh Python process; its stdout/stderr (progress bar, prints) go to a log."""
     name = spec["name"]
+    log_name = _slug(name) + spec.get("log_suffix", "")
     print(f"  {name:<36}", end="", flush=True)
-    with tempfile.NamedTemporaryFile("r", suffix=".json") as result, open(log_dir / f"{_slug(name)}.log", "w") as log:
+    with tempfile.NamedTemporaryFile("r", suffix=".json") as result, open(log_dir / f"{log_name}.log", "w") as log:
         proc = subprocess.run(
             [sys.executable, __file__, "--run-row", json.dumps(spec), "--result-file", result.name],
             stdout=log,
@@ -402,7 +403,7 @@ def measure(spec: dict[str, Any], log_dir: Path) -> dict[str, Any]:
         )
         text = Path(result.name).read_text()
     if proc.returncode != 0 or not text:
-        print(f"failed (exit {proc.returncode}); see {log_dir / (_slug(name) + '.log')}")
+        print(f"failed (exit {proc.returncode}); see {log_dir / (log_name + '.log')}")
         return {**_public(spec), "error": f"exit {proc.returncode}"}
     row = {**_public(spec), **json.loads(text)}
     mem = row.get("peak_cuda_mb") if spec["device"] == "cuda" else row.get("peak_rss_mb")
@@ -416,12 +417,41 @@ def measure_in_process(spec: dict[str, Any], log_dir: Path) -> dict[str, Any]:
     return {**_public(spec), **run_row(spec)}
 
 
+def measure_interleaved(specs: list[dict[str, Any]], repeats: int, run, log_dir: Path) -> list[dict[str, Any]]:
+    """Run ``specs`` round-robin ``repeats`` times (floor, reference, project, floor, ...), each run
+    in a fresh process, and combine each row's runs: on a shared machine whose speed drifts over
+    minutes, rows measured side by side, several times, give ratios that one pass cannot."""
+    runs: dict[str, list[dict[str, Any]]] = {spec["name"]: [] for spec in specs}
+    for i in range(repeats):
+        for spec in specs:
+            runs[spec["name"]].append(run({**spec, "log_suffix": f"_{i + 1}" if repeats > 1 else ""}, log_dir))
+    return [combine_runs(row_runs) for row_runs in runs.values()]
+
+
+def combine_runs(row_runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row from several runs of it: the median of their per-run medians, the highest peak memory."""
+    failed = [r for r in row_runs if "error" in r]
+    if failed or len(row_runs) == 1:
+        return failed[0] if failed else row_runs[0]
+    row = dict(row_runs[0])
+    for key in ("seconds_per_epoch", "cpu_seconds_per_epoch", "val_loss"):
+        row[f"runs_{key}"] = [r[key] for r in row_runs]
+        row[key] = round(statistics.median(row[f"runs_{key}"]), 4)
+    row["images_per_s"] = round(row["train_images_per_epoch"] / row["seconds_per_epoch"], 1)
+    for key in ("peak_rss_mb", "peak_rss_above_imports_mb", "peak_cuda_mb"):
+        values = [r[key] for r in row_runs if r.get(key) is not None]
+        if values:
+            row[key] = max(values)
+    row["epoch_seconds"] = [r["epoch_seconds"] for r in row_runs]
+    return row
+
+
 def _slug(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name).strip("_")
 
 
 def _public(spec: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in spec.items() if k not in ("data_dir", "quiet")}
+    return {k: v for k, v in spec.items() if k not in ("data_dir", "quiet", "log_suffix")}
 
 
 def main_rows(base: dict[str, Any]) -> list[dict[str, Any]]:
@@ -439,6 +469,7 @@ def option_rows(base: dict[str, Any]) -> list[dict[str, Any]]:
         {**base, "name": "floor, batch 1024", "kind": "floor", "batch_size": 1024},
         {**base, "name": "project, batch 1024", "kind": "project", "batch_size": 1024},
         {**base, "name": "project, bf16-mixed", "kind": "project", "cli_args": ["--trainer.precision=bf16-mixed"]},
+        {**base, "name": "project, fused SGD", "kind": "project", "cli_args": ["--model.optimizer.init_args.fused=true"]},
         {**base, "name": "floor + torch.compile", "kind": "floor", "compile": "default"},
         {**base, "name": "project + torch.compile", "kind": "project", "compile": "default"},
     ]
@@ -449,8 +480,8 @@ def option_rows(base: dict[str, Any]) -> list[dict[str, Any]]:
             {**base, "name": "project, data on GPU", "kind": "project", "cli_args": on_device},
             {**base, "name": "project, data on GPU, bf16-mixed", "kind": "project",
              "cli_args": on_device + ["--trainer.precision=bf16-mixed"]},
-            {**base, "name": "project, data on GPU, TF32", "kind": "project", "cli_args": on_device,
-             "matmul_precision": "high"},
+            {**base, "name": "project, data on GPU, TF32", "kind": "project",
+             "cli_args": on_device + ["--float32_matmul_precision=high"]},
             {**base, "name": "project, data on GPU, compile reduce-overhead", "kind": "project",
              "cli_args": on_device, "compile": "reduce-overhead"},
             {**base, "name": "project, data on GPU, batch 1024", "kind": "project", "batch_size": 1024,
@@ -462,7 +493,9 @@ def option_rows(base: dict[str, Any]) -> list[dict[str, Any]]:
             {**base, "name": f"project, {other_threads} thread(s)", "kind": "project", "threads": other_threads},
             {**base, "name": "project, OMP_WAIT_POLICY=PASSIVE", "kind": "project",
              "env": {"OMP_WAIT_POLICY": "PASSIVE"}},
-            {**base, "name": "project, matmul precision medium", "kind": "project", "matmul_precision": "medium"},
+            {**base, "name": "floor, matmul precision medium", "kind": "floor", "matmul_precision": "medium"},
+            {**base, "name": "project, matmul precision medium", "kind": "project",
+             "cli_args": ["--float32_matmul_precision=medium"]},
         ]
     return rows
 
@@ -504,6 +537,20 @@ def ratios(rows: list[dict[str, Any]], device: str) -> dict[str, Any]:
     return {k: round(v, 3) for k, v in out.items()}
 
 
+def per_run_ratios(rows: list[dict[str, Any]]) -> list[dict[str, float]]:
+    """The time ratios of each interleaved run of the three rows (``--repeats``): their spread is
+    the uncertainty of the combined ratios."""
+    by = {r["name"]: r for r in rows if "error" not in r}
+    if not {"floor", "reference", "project"} <= by.keys() or "runs_seconds_per_epoch" not in by["project"]:
+        return []
+    runs = zip(*(by[name]["runs_seconds_per_epoch"] for name in ("floor", "reference", "project")))
+    return [
+        {"floor": f, "reference": r, "project": p,
+         "project_over_floor_time": round(p / f, 3), "reference_over_project_time": round(r / p, 3)}
+        for f, r, p in runs
+    ]
+
+
 def targets(r: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for key, (op, bound) in TARGETS.items():
@@ -540,6 +587,20 @@ def markdown(report: dict[str, Any]) -> str:
         for key, value in report["ratios"].items():
             t = report["targets"].get(key)
             lines.append(f"| {key} | {value:.3f} | {t['target'] if t else ''} | {t['met'] if t else ''} |")
+    if report.get("runs"):
+        lines += [
+            "",
+            f"Each of the three rows above is the median of {len(report['runs'])} runs, interleaved "
+            "(floor, reference, project, floor, ...); the runs one by one:",
+            "",
+            "| run | floor s/epoch | reference s/epoch | project s/epoch | project/floor | reference/project |",
+            "|---:|---:|---:|---:|---:|---:|",
+        ]
+        for i, run in enumerate(report["runs"], start=1):
+            lines.append(
+                f"| {i} | {run['floor']:.3f} | {run['reference']:.3f} | {run['project']:.3f} | "
+                f"{run['project_over_floor_time']:.3f} | {run['reference_over_project_time']:.3f} |"
+            )
     if report.get("scaling"):
         lines += ["", _scaling_markdown(report)]
     return "\n".join(lines) + "\n"
@@ -584,6 +645,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--scaling", action="store_true", help="also measure epoch time against batch size and width")
     p.add_argument("--no-main", action="store_true", help="skip the floor, reference and project rows")
     p.add_argument("--scaling-images", type=int, default=8192, help="training images timed per scaling point")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="run the floor, reference and project rows this many times, interleaved; each row is "
+                   "the median of its runs (steadier ratios on a shared machine)")
     p.add_argument("--in-process", action="store_true",
                    help="run the rows in this process (quick smoke runs; peak memory is then not per row)")
     p.add_argument("--run-row", help=argparse.SUPPRESS)
@@ -593,6 +657,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--epochs ({args.epochs}) must exceed --warmup ({args.warmup}) to leave epochs to measure")
     if args.batch_size < 1:
         p.error("--batch-size must be at least 1")
+    if args.repeats < 1:
+        p.error("--repeats must be at least 1")
     return args
 
 
@@ -620,7 +686,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     load_start = round(os.getloadavg()[0], 2)
     print(f"{device_name}; load average {load_start}; logs in {log_dir}")
     run = measure_in_process if args.in_process else measure
-    rows = [] if args.no_main else [run(spec, log_dir) for spec in main_rows(base)]
+    rows = [] if args.no_main else measure_interleaved(main_rows(base), args.repeats, run, log_dir)
     if args.options:
         rows += [run(spec, log_dir) for spec in option_rows(base)]
     scaling = [run(spec, log_dir) for spec in scaling_rows(base, args.scaling_images)] if args.scaling else []
@@ -630,9 +696,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         "load_average_start_end": [load_start, round(os.getloadavg()[0], 2)],
         "torch": torch.__version__, "python": platform.python_version(),
         "command": "python benchmarks/epoch_time.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "batch_size": args.batch_size, "epochs": args.epochs, "warmup": args.warmup,
+        "batch_size": args.batch_size, "epochs": args.epochs, "warmup": args.warmup, "repeats": args.repeats,
         "threads": args.threads or torch.get_num_threads(), "limit_batches": args.limit_batches, "rows": rows, "ratios": r, "targets": targets(r) if device == "cpu" else {},
-        "scaling": scaling,
+        "runs": per_run_ratios(rows), "scaling": scaling,
     }
     stem = f"epoch_time_{device}"
     (out / f"{stem}.json").write_text(json.dumps(report, indent=2))

@@ -64,6 +64,22 @@ def test_clip_norm_config_switches_the_clipping_algorithm(cli_args: list[str]) -
     assert cli.trainer.gradient_clip_algorithm == "norm"
 
 
+def test_matmul_precision_is_set_per_run_and_reset_by_the_next(cli_args: list[str], capsys: pytest.CaptureFixture) -> None:
+    gpu = Path(__file__).parents[1] / "configs" / "gpu.yaml"
+    try:
+        main([*cli_args, "--config", str(gpu), "--trainer.accelerator=cpu", "--trainer.devices=1"], run=False)
+        assert torch.get_float32_matmul_precision() == "high"  # gpu.yaml: TF32
+        main([*cli_args, "--float32_matmul_precision=medium"], run=False)
+        assert torch.get_float32_matmul_precision() == "medium"
+        main(cli_args, run=False)  # the default config puts exact float32 back
+        assert torch.get_float32_matmul_precision() == "highest"
+        with pytest.raises(SystemExit):
+            main([*cli_args, "--float32_matmul_precision=fast"], run=False)
+        assert "highest" in capsys.readouterr().err  # the refusal lists the valid values
+    finally:
+        torch.set_float32_matmul_precision("highest")
+
+
 def test_a_misspelt_key_is_refused_with_its_name(cli_args: list[str], capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", *cli_args, "--model.latent_dims=3"])

@@ -10,6 +10,7 @@ import sys
 from typing import Any
 from unittest.mock import patch
 
+import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import ArgsType, LightningCLI
@@ -30,12 +31,23 @@ from vae_lightning.module import DEFAULT_LR, DEFAULT_MOMENTUM, VAEModule
 #: Steps between progress-bar redraws when the bar is on and not configured.
 PROGRESS_BAR_REFRESH_RATE = 20
 
+#: ``torch.set_float32_matmul_precision`` values: "highest" keeps float32 matmuls exact; "high"
+#: allows TF32 on NVIDIA GPUs; "medium" also bf16 (on CPUs with AMX, oneDNN's bf16 matmuls).
+MATMUL_PRECISIONS = ("highest", "high", "medium")
+
 
 class VAECLI(LightningCLI):
     """LightningCLI whose ``--print_config`` shows the default optimizer spelled out, and which
     refuses a bad value or checkpoint before the run starts (see docs/reliability.md)."""
 
     def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument(
+            "--float32_matmul_precision",
+            choices=MATMUL_PRECISIONS,
+            default="highest",
+            help="torch.set_float32_matmul_precision for the run: highest (exact float32), high (TF32 on "
+            "NVIDIA GPUs) or medium (also bf16); faster matmuls, slightly different numbers",
+        )
         parser.set_defaults(
             {
                 "model.optimizer": {
@@ -44,6 +56,11 @@ class VAECLI(LightningCLI):
                 }
             }
         )
+
+    def before_instantiate_classes(self) -> None:
+        """Set the matmul precision before anything is built, and reset it on every run (a
+        previous run in the same process may have changed it)."""
+        torch.set_float32_matmul_precision(self._get(self.config, "float32_matmul_precision"))
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """The Trainer; unless the progress bar is off or configured, it redraws every
