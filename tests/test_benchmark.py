@@ -33,7 +33,8 @@ def _benchmark_module():
 
 
 def test_benchmark_writes_json_and_table_with_floor_reference_and_project(mnist_dir: Path, tmp_path: Path) -> None:
-    args = ["--device", "cpu", "--epochs", "1", "--warmup", "0", "--limit-batches", "3", "--threads", "1", "--in-process"]
+    args = ["--device", "cpu", "--epochs", "1", "--warmup", "0", "--limit-batches", "3", "--threads", "1", "--in-process",
+            "--repeats", "2"]
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), *args, "--data-dir", str(mnist_dir), "--out", str(tmp_path)],
         capture_output=True,
@@ -50,10 +51,15 @@ def test_benchmark_writes_json_and_table_with_floor_reference_and_project(mnist_
         for key in ("seconds_per_epoch", "cpu_seconds_per_epoch", "images_per_s", "peak_rss_mb", "val_loss"):
             assert math.isfinite(row[key]) and row[key] > 0, (row["name"], key, row[key])
         assert row["train_images_per_epoch"] == 3 * 128
+        # --repeats 2: each row is the median of its two interleaved runs, which the report keeps
+        assert len(row["runs_seconds_per_epoch"]) == 2
+        assert row["seconds_per_epoch"] == round(sum(row["runs_seconds_per_epoch"]) / 2, 4)
     assert set(report["ratios"]) >= {"project_over_floor_time", "reference_over_project_time", "project_over_floor_memory"}
     assert all(math.isfinite(v) for v in report["ratios"].values())
+    assert [run["project"] for run in report["runs"]] == rows["project"]["runs_seconds_per_epoch"]
     table = (tmp_path / "epoch_time_cpu.md").read_text()
     assert all(f"| {name} |" in table for name in rows)
+    assert "median of 2 runs, interleaved" in table
 
 
 def test_benchmark_refuses_cuda_without_a_gpu_and_says_so(tmp_path: Path) -> None:
