@@ -9,7 +9,9 @@ Rows (same model, batch size, data split, loss, SGD and clipping by value 1.0 in
   ``loss.item()`` per step and a print every 10 batches.
 * ``project``: ``Trainer.fit`` with ``VAEModule`` and ``MNISTDataModule`` built from
   ``configs/default.yaml`` through the project's CLI (``main(args, run=False)``), so progress
-  bar, TensorBoard logging, image callbacks and checkpoints are those users run.
+  bar, TensorBoard logging, image callbacks and checkpoints are those users run, and so are
+  its numeric settings: denormals flushed (``flush_denormal: true``), which the plain floor
+  and reference loops do not do; ``--options`` adds the floor with them flushed too.
 
 One epoch is a pass over the 55,000 training images plus an evaluation of the 5,000
 validation images (the seeded split of ``vae_lightning.data.train_val_split``). Each row runs
@@ -122,6 +124,8 @@ def _apply_backends(spec: dict[str, Any]) -> None:
         torch.set_float32_matmul_precision(spec["matmul_precision"])  # TF32 on GPU with "high"
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
+    if spec.get("flush_denormal"):  # before any parallel work, so every CPU thread inherits it
+        torch.set_flush_denormal(True)
 
 
 def _split(data_dir: str):
@@ -382,7 +386,9 @@ def run_row(spec: dict[str, Any]) -> dict[str, Any]:
     _apply_backends(spec)
     memory = Memory(spec["device"])
     result = RUNNERS[spec["kind"]](spec, memory)
-    return {**result, **memory.report()}
+    from vae_lightning.numerics import denormal_flush_share
+
+    return {**result, **memory.report(), "denormal_flush_share": denormal_flush_share()}
 
 
 # --------------------------------------------------------------------------- the parent
@@ -465,6 +471,8 @@ def main_rows(base: dict[str, Any]) -> list[dict[str, Any]]:
 def option_rows(base: dict[str, Any]) -> list[dict[str, Any]]:
     """The speed options, each one change to the floor or the project row."""
     rows = [
+        {**base, "name": "floor, denormals flushed", "kind": "floor", "flush_denormal": True},
+        {**base, "name": "project, denormals kept", "kind": "project", "cli_args": ["--flush_denormal=false"]},
         {**base, "name": "project, no progress bar", "kind": "project", "cli_args": ["--trainer.enable_progress_bar=false"]},
         {**base, "name": "floor, batch 1024", "kind": "floor", "batch_size": 1024},
         {**base, "name": "project, batch 1024", "kind": "project", "batch_size": 1024},

@@ -64,20 +64,29 @@ def test_clip_norm_config_switches_the_clipping_algorithm(cli_args: list[str]) -
     assert cli.trainer.gradient_clip_algorithm == "norm"
 
 
-def test_matmul_precision_is_set_per_run_and_reset_by_the_next(cli_args: list[str], capsys: pytest.CaptureFixture) -> None:
+def _flushes_denormals_here() -> bool:
+    """Whether this thread flushes float32 denormals (the smallest one, from its bits, times one)."""
+    return bool(torch.ones(1, dtype=torch.int32).view(torch.float32) * 1.0 == 0)
+
+
+def test_numeric_settings_are_set_per_run_and_reset_by_the_next(cli_args: list[str], capsys: pytest.CaptureFixture) -> None:
     gpu = Path(__file__).parents[1] / "configs" / "gpu.yaml"
+    has_flush_mode = torch.set_flush_denormal(False)  # False on CPUs without one: nothing to flush then
     try:
         main([*cli_args, "--config", str(gpu), "--trainer.accelerator=cpu", "--trainer.devices=1"], run=False)
         assert torch.get_float32_matmul_precision() == "high"  # gpu.yaml: TF32
-        main([*cli_args, "--float32_matmul_precision=medium"], run=False)
+        main([*cli_args, "--float32_matmul_precision=medium", "--flush_denormal=false"], run=False)
         assert torch.get_float32_matmul_precision() == "medium"
-        main(cli_args, run=False)  # the default config puts exact float32 back
+        assert not _flushes_denormals_here()
+        main(cli_args, run=False)  # the default config: exact float32 matmuls, denormals flushed
         assert torch.get_float32_matmul_precision() == "highest"
+        assert _flushes_denormals_here() == has_flush_mode
         with pytest.raises(SystemExit):
             main([*cli_args, "--float32_matmul_precision=fast"], run=False)
         assert "highest" in capsys.readouterr().err  # the refusal lists the valid values
     finally:
         torch.set_float32_matmul_precision("highest")
+        torch.set_flush_denormal(False)
 
 
 def test_a_misspelt_key_is_refused_with_its_name(cli_args: list[str], capsys: pytest.CaptureFixture) -> None:

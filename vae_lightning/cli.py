@@ -10,7 +10,6 @@ import sys
 from typing import Any
 from unittest.mock import patch
 
-import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import ArgsType, LightningCLI
@@ -26,14 +25,11 @@ from vae_lightning.checkpoints import (
 )
 from vae_lightning.data import MNISTDataModule
 from vae_lightning.module import DEFAULT_LR, DEFAULT_MOMENTUM, VAEModule
+from vae_lightning.numerics import MATMUL_PRECISIONS, apply_numerics
 
 
 #: Steps between progress-bar redraws when the bar is on and not configured.
 PROGRESS_BAR_REFRESH_RATE = 20
-
-#: ``torch.set_float32_matmul_precision`` values: "highest" keeps float32 matmuls exact; "high"
-#: allows TF32 on NVIDIA GPUs; "medium" also bf16 (on CPUs with AMX, oneDNN's bf16 matmuls).
-MATMUL_PRECISIONS = ("highest", "high", "medium")
 
 
 class VAECLI(LightningCLI):
@@ -48,6 +44,14 @@ class VAECLI(LightningCLI):
             help="torch.set_float32_matmul_precision for the run: highest (exact float32), high (TF32 on "
             "NVIDIA GPUs) or medium (also bf16); faster matmuls, slightly different numbers",
         )
+        parser.add_argument(
+            "--flush_denormal",
+            type=bool,
+            default=True,
+            help="torch.set_flush_denormal for the run: float32 values below 1.2e-38 become 0 on x86 CPUs, "
+            "which compute on them many times slower (SGD momentum decays through them); the weights stay "
+            "the same (vae_lightning/numerics.py)",
+        )
         parser.set_defaults(
             {
                 "model.optimizer": {
@@ -58,9 +62,10 @@ class VAECLI(LightningCLI):
         )
 
     def before_instantiate_classes(self) -> None:
-        """Set the matmul precision before anything is built, and reset it on every run (a
-        previous run in the same process may have changed it)."""
-        torch.set_float32_matmul_precision(self._get(self.config, "float32_matmul_precision"))
+        """Apply the numeric settings before anything is built (the denormal mode reaches every
+        CPU thread only if set before they start), and on every run: a previous run in the same
+        process may have changed them."""
+        apply_numerics(self._get(self.config, "float32_matmul_precision"), self._get(self.config, "flush_denormal"))
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """The Trainer; unless the progress bar is off or configured, it redraws every
