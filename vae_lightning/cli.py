@@ -49,8 +49,8 @@ class VAECLI(LightningCLI):
             type=bool,
             default=True,
             help="torch.set_flush_denormal for the run: float32 values below 1.2e-38 become 0 on x86 CPUs, "
-            "which compute on them many times slower (SGD momentum decays through them); the weights stay "
-            "the same (vae_lightning/numerics.py)",
+            "which compute on them many times slower (SGD momentum decays through them); values that small "
+            "are below the last bit of the weights (vae_lightning/numerics.py)",
         )
         parser.set_defaults(
             {
