@@ -134,7 +134,9 @@ class VAEModule(LightningModule):
         self.test_denoising = reconstruction_metrics("test/denoise_")
         self.test_noisy_input = reconstruction_metrics("test/noisy_")
         self.optimizer_factory = optimizer or default_optimizer
-        self._train_sums, self._train_count, self._train_names = None, 0, []  # see _log_train_terms
+        self._epoch_sums: dict[str, Tensor] = {}  # per stage, see _accumulate_terms
+        self._epoch_counts: dict[str, int] = {}
+        self._term_names: list[str] = []
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``(x_hat, mu, logvar)``; x_hat is (N, B, D) for N = ``mc_samples`` (1 when deterministic)."""
@@ -160,47 +162,46 @@ class VAEModule(LightningModule):
         return binarize(x, None if stage == "train" else seeded_generator(2 * batch_idx, x.device))
 
     def _common_step(self, batch: Batch, stage: str, batch_idx: int = 0) -> Tensor:
-        """Loss terms for one batch, logged as ``{stage}/loss``, ``{stage}/rl``, ``{stage}/kl``."""
+        """Loss terms for one batch, logged per epoch as ``{stage}/loss``, ``{stage}/rl``,
+        ``{stage}/kl`` (``train/*_epoch``, and ``train/*_step`` on the logged steps)."""
         x = self._observed(batch[0], stage, batch_idx)
         noisy = stage == "train" and self.hparams.noise_std > 0
         logits, mu, logvar = self._decode_posterior(add_noise(x, self.hparams.noise_std) if noisy else x)
         rl = reconstruction_term(x, logits, self.hparams.likelihood, self.log_std, self.hparams.linear)
         kl = rl.new_zeros(()) if self.hparams.deterministic else kl_divergence(mu, logvar)
         terms = {"loss": rl + kl, "rl": rl, "kl": kl}
+        self._accumulate_terms(stage, terms, x.shape[0])
         if stage != "train":
-            self.log_dict(
-                {f"{stage}/{name}": value for name, value in terms.items()},
-                on_epoch=True,
-                prog_bar=False,
-                batch_size=x.shape[0],
-                sync_dist=True,
-            )
             return terms["loss"]
-        self._log_train_terms(terms, x.shape[0])
         kl_weight = self.kl_weight_in_use()  # optimise RL + beta * KL; the logged train/loss stays RL + KL
         if self._step_is_logged():
-            self.log("train/kl_weight", kl_weight, on_step=True, on_epoch=False, batch_size=x.shape[0])
+            step_values = {f"train/{name}_step": value.detach() for name, value in terms.items()}
+            self.log_dict({**step_values, "train/kl_weight": kl_weight}, on_step=True, on_epoch=False, batch_size=x.shape[0])
         return rl + kl_weight * kl
 
-    def _log_train_terms(self, terms: dict[str, Tensor], batch_size: int) -> None:
-        """``train/{name}_step`` and ``train/{name}_epoch``: the names and values that
-        ``self.log(on_step=True, on_epoch=True)`` writes, at a fraction of its cost. Step values
-        are logged only on the steps the Trainer writes (every ``log_every_n_steps``); the epoch's
-        batch-size weighted sums stay on the device (no host sync) and are logged once, at the
-        epoch's end. ``self.log`` costs far more than this model's step on a CPU when called for
-        every term of every step."""
-        values = torch.stack([value.detach() for value in terms.values()])
-        weighted = values * batch_size
-        self._train_sums = weighted if self._train_sums is None else self._train_sums + weighted
-        self._train_count += batch_size
-        if self._step_is_logged():
-            self.log_dict(
-                {f"train/{name}_step": value for name, value in zip(terms, values)},
-                on_step=True,
-                on_epoch=False,
-                batch_size=batch_size,
-            )
-        self._train_names = list(terms)
+    def _accumulate_terms(self, stage: str, terms: dict[str, Tensor], batch_size: int) -> None:
+        """Add the batch's terms, weighted by its size, to the stage's sums for the epoch. They stay
+        on the device (no host sync) and are logged once, at the epoch's end (``_log_epoch_means``),
+        with the names and values ``self.log(on_epoch=True)`` would write at a fraction of its cost:
+        ``self.log`` costs more than this model's whole step on a CPU when called for every term
+        of every batch. Train step values are logged only on the steps the Trainer writes."""
+        weighted = torch.stack([value.detach() for value in terms.values()]) * batch_size
+        sums = self._epoch_sums.get(stage)
+        self._epoch_sums[stage] = weighted if sums is None else sums + weighted
+        self._epoch_counts[stage] = self._epoch_counts.get(stage, 0) + batch_size
+        self._term_names = list(terms)
+
+    def _log_epoch_means(self, stage: str, names: list[str], across_processes: bool) -> None:
+        """Log the epoch's batch-size weighted means of the stage's terms as ``names``; with
+        ``across_processes``, over the batches of every DDP process."""
+        sums, count = self._epoch_sums.pop(stage, None), self._epoch_counts.pop(stage, 0)
+        if sums is None:
+            return
+        if across_processes:
+            totals = torch.cat([sums, sums.new_tensor([count])])
+            totals = self.trainer.strategy.reduce(totals, reduce_op="sum")
+            sums, count = totals[:-1], totals[-1]
+        self.log_dict(dict(zip(names, sums / count)), on_step=False, on_epoch=True, sync_dist=False)
 
     def _step_is_logged(self) -> bool:
         """Whether the Trainer writes this step's ``on_step`` values (its ``log_every_n_steps`` rule)."""
@@ -208,12 +209,22 @@ class VAEModule(LightningModule):
         return every > 0 and ((self.global_step + 1) % every == 0 or self.trainer.should_stop)
 
     def on_train_epoch_start(self) -> None:
-        self._train_sums, self._train_count, self._train_names = None, 0, []
+        self._epoch_sums.pop("train", None), self._epoch_counts.pop("train", None)
 
     def on_train_epoch_end(self) -> None:
-        if self._train_sums is not None:
-            means = self._train_sums / self._train_count
-            self.log_dict({f"train/{name}_epoch": m for name, m in zip(self._train_names, means)}, on_epoch=True)
+        self._log_epoch_means("train", [f"train/{name}_epoch" for name in self._term_names], across_processes=False)
+
+    def on_validation_epoch_start(self) -> None:
+        self._epoch_sums.pop("val", None), self._epoch_counts.pop("val", None)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch_means("val", [f"val/{name}" for name in self._term_names], across_processes=True)
+
+    def on_test_epoch_start(self) -> None:
+        self._epoch_sums.pop("test", None), self._epoch_counts.pop("test", None)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch_means("test", [f"test/{name}" for name in self._term_names], across_processes=True)
 
     def kl_weight_in_use(self) -> float:
         """beta = ``kl_weight``, ramped linearly from 0 over the first ``kl_warmup`` steps or epochs."""
