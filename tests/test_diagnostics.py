@@ -192,3 +192,12 @@ def test_latent_diagnostics_under_ddp_cover_the_images_of_every_process(cli_args
     assert {"latent/mu1_min", "latent/mu2_std", "latent/kl_dim1", "latent/active_units"} <= set(tags)
     for tag in tags:
         assert scalar_values(ddp_events, tag) == pytest.approx(scalar_values(single_events, tag), rel=1e-5, abs=1e-7), tag
+
+
+@pytest.mark.parametrize(
+    "callback", ["callbacks.SampleGrid", "callbacks.ReconstructionGrid", "diagnostics.LatentDiagnostics", "latent_figures.LatentSpaceFigures"]
+)
+def test_every_per_validation_callback_refuses_every_n_epochs_below_one(cli_args: list[str], capsys: pytest.CaptureFixture, callback: str) -> None:
+    with pytest.raises(SystemExit):  # a usage error before the run, not a ZeroDivisionError after an epoch
+        main(["fit", *cli_args, "--trainer.callbacks+", f"vae_lightning.{callback}", "--trainer.callbacks.every_n_epochs=0"])
+    assert "every_n_epochs must be at least 1, got 0" in capsys.readouterr().err

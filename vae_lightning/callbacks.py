@@ -18,6 +18,13 @@ def tensorboard_writers(trainer: Trainer) -> list[Any]:
     return [logger.experiment for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
 
 
+def checked_every_n_epochs(every_n_epochs: int) -> int:
+    """``every_n_epochs`` of a per-validation callback, refused unless at least 1."""
+    if every_n_epochs < 1:
+        raise ValueError(f"every_n_epochs must be at least 1, got {every_n_epochs}")
+    return every_n_epochs
+
+
 def due_after_validation(trainer: Trainer, every_n_epochs: int) -> bool:
     """Whether a per-validation callback acts this epoch: every n-th epoch, never in the sanity check."""
     return not trainer.sanity_checking and (trainer.current_epoch + 1) % every_n_epochs == 0
@@ -42,7 +49,7 @@ class SampleGrid(Callback):
     def __init__(self, num_images: int = 64, every_n_epochs: int = 1, seed: int = 0, tag: str = "samples") -> None:
         super().__init__()
         self.num_images = num_images
-        self.every_n_epochs = every_n_epochs
+        self.every_n_epochs = checked_every_n_epochs(every_n_epochs)
         self.seed = seed
         self.tag = tag
 
@@ -70,7 +77,7 @@ class ReconstructionGrid(Callback):
     def __init__(self, num_images: int = 32, every_n_epochs: int = 1, tag: str = "reconstructions") -> None:
         super().__init__()
         self.num_images = num_images
-        self.every_n_epochs = every_n_epochs
+        self.every_n_epochs = checked_every_n_epochs(every_n_epochs)
         self.tag = tag
         self._images: Tensor | None = None
 

@@ -22,7 +22,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 from torch.nn.utils import get_total_norm
 
-from vae_lightning.callbacks import due_after_validation, tensorboard_writers
+from vae_lightning.callbacks import checked_every_n_epochs, due_after_validation, tensorboard_writers
 from vae_lightning.latent import active_units, latent_statistics
 from vae_lightning.losses import kl_divergence_per_dim
 
@@ -193,9 +193,7 @@ class LatentDiagnostics(Callback):
 
     def __init__(self, every_n_epochs: int = 1, active_threshold: float = 1e-2, histograms: bool = False) -> None:
         super().__init__()
-        if every_n_epochs < 1:
-            raise ValueError(f"every_n_epochs must be at least 1, got {every_n_epochs}")
-        self.every_n_epochs = every_n_epochs
+        self.every_n_epochs = checked_every_n_epochs(every_n_epochs)
         self.active_threshold = active_threshold
         self.histograms = histograms
         self._mu: list[Tensor] = []

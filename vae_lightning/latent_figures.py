@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 from torch.distributions import Normal
 
-from vae_lightning.callbacks import due_after_validation, tensorboard_writers
+from vae_lightning.callbacks import checked_every_n_epochs, due_after_validation, tensorboard_writers
 from vae_lightning.images import grid_rows, image_grid
 from vae_lightning.model import VAE
 
@@ -176,9 +176,7 @@ class LatentSpaceFigures(Callback):
 
     def __init__(self, every_n_epochs: int = 5, num_images: int = 2000, seed: int = 0) -> None:
         super().__init__()
-        if every_n_epochs < 1:
-            raise ValueError(f"every_n_epochs must be at least 1, got {every_n_epochs}")
-        self.every_n_epochs = every_n_epochs
+        self.every_n_epochs = checked_every_n_epochs(every_n_epochs)
         self.num_images = num_images
         self.seed = seed
         self._images: list[Tensor] = []
