@@ -11,11 +11,11 @@ import sys
 from pathlib import Path
 
 import torch
-from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import TQDMProgressBar
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from torchvision import datasets, transforms
 
+from recorders import StepLosses
 from tb import read_events, scalar_values
 from vae_lightning.cli import PROGRESS_BAR_REFRESH_RATE, main
 from vae_lightning.data import train_val_split
@@ -70,16 +70,6 @@ def test_benchmark_refuses_cuda_without_a_gpu_and_says_so(tmp_path: Path) -> Non
     )
     assert proc.returncode != 0
     assert "No CUDA GPU is available" in proc.stderr
-
-
-class StepLosses(Callback):
-    """Records the loss each training step returned."""
-
-    def __init__(self) -> None:
-        self.losses: list[float] = []
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.losses.append(float(outputs["loss"]))
 
 
 def test_fast_default_path_trains_exactly_like_a_plain_dataloader_loop(

@@ -25,6 +25,7 @@ import torch
 from lightning.pytorch import Callback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from recorders import StepLosses
 from tb import read_events, scalar_values
 from vae_lightning.checkpoints import CheckpointError
 from vae_lightning.cli import main
@@ -77,16 +78,6 @@ class CrashAt(Callback):
             raise RuntimeError("simulated crash")
 
 
-class RecordLosses(Callback):
-    """Keeps every training loss."""
-
-    def __init__(self) -> None:
-        self.losses: list[float] = []
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.losses.append(float(outputs["loss"]))
-
-
 class PoisonBatchAt(Callback):
     """Turns the batch of step ``step`` into NaNs, and keeps the weights before and after it."""
 
@@ -124,11 +115,11 @@ def file_digests(folder: Path) -> dict[str, str]:
 def reference_run(mnist_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The uninterrupted short run the interrupted-and-resumed ones must reproduce."""
     save_dir = tmp_path_factory.mktemp("reference")
-    cli = main(fit_args(mnist_dir, save_dir, *SHORT_RUN, with_callback("RecordLosses")))
+    cli = main(fit_args(mnist_dir, save_dir, *SHORT_RUN, with_callback("StepLosses")))
     return {
         "weights": weights(cli.model),
         "val_loss": float(cli.trainer.callback_metrics["val/loss"]),
-        "losses": find_callback(cli, RecordLosses).losses,
+        "losses": find_callback(cli, StepLosses).losses,
         "checkpoint": save_dir / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt",
     }
 
@@ -200,12 +191,12 @@ def test_the_loader_resumes_mid_epoch_at_the_next_batch_and_starts_later_epochs_
 def test_the_same_seed_gives_identical_losses_and_another_seed_different_ones(
     reference_run: dict[str, Any], mnist_dir: Path, tmp_path: Path
 ) -> None:
-    one_epoch = [*SHORT_RUN, "--trainer.max_epochs=1", with_callback("RecordLosses")]
+    one_epoch = [*SHORT_RUN, "--trainer.max_epochs=1", with_callback("StepLosses")]
     same = main(fit_args(mnist_dir, tmp_path / "same", *one_epoch))
     other = main(fit_args(mnist_dir, tmp_path / "other", *one_epoch, "--seed_everything=1"))
 
-    assert find_callback(same, RecordLosses).losses == reference_run["losses"][:4]
-    other_losses = find_callback(other, RecordLosses).losses
+    assert find_callback(same, StepLosses).losses == reference_run["losses"][:4]
+    other_losses = find_callback(other, StepLosses).losses
     assert all(abs(a - b) > 1e-3 for a, b in zip(other_losses, reference_run["losses"]))
 
 

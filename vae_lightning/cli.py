@@ -32,6 +32,11 @@ from vae_lightning.numerics import MATMUL_PRECISIONS, apply_numerics
 PROGRESS_BAR_REFRESH_RATE = 20
 
 
+def names_a_local_file(ckpt_path: Any) -> bool:
+    """Whether ``--ckpt_path`` is a path to read here, not ``last``/``best``/``hpc`` or a remote URL."""
+    return ckpt_path is not None and ckpt_path not in ("last", "best", "hpc") and "://" not in str(ckpt_path)
+
+
 class VAECLI(LightningCLI):
     """LightningCLI whose ``--print_config`` shows the default optimizer spelled out, and which
     refuses a bad value or checkpoint before the run starts (see docs/reliability.md)."""
@@ -102,7 +107,7 @@ class VAECLI(LightningCLI):
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        if not ckpt_path or ckpt_path in ("last", "best", "hpc") or "://" in str(ckpt_path):
+        if not names_a_local_file(ckpt_path):
             return
         try:
             self._checkpoint = (ckpt_path, read_checkpoint(ckpt_path))  # read once, checked again in before_*
@@ -126,7 +131,7 @@ class VAECLI(LightningCLI):
             if found is not None:
                 rank_zero_info(f"--ckpt_path last: resuming from {found}")
                 config["ckpt_path"] = str(found)
-        elif ckpt_path is not None and ckpt_path not in ("best", "hpc") and "://" not in str(ckpt_path):
+        elif names_a_local_file(ckpt_path):
             read_path, contents = getattr(self, "_checkpoint", (None, None))
             try:
                 check_checkpoint(ckpt_path, self.model, contents if read_path == ckpt_path else None)

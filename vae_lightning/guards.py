@@ -68,7 +68,7 @@ class NonFiniteLossGuard(Callback):
         self.skipped_steps: list[int] = []
         self._consecutive = 0
         self._skip_this_step = False
-        self._saved: tuple[list[Tensor], dict[str, Any], Any] | None = None
+        self._saved: tuple[list[Tensor], list[Tensor], dict[str, Any], Any] | None = None
         self._batch_idx = 0
 
     def _diagnosis(self, trainer: Trainer, what: str) -> str:
@@ -114,7 +114,7 @@ class NonFiniteLossGuard(Callback):
         # Keep the weights and the optimizer's state (momentum) as they are now and put them back
         # after the step; zero gradients keep clipping and the gradient diagnostics well-defined.
         params = [p for group in optimizer.param_groups for p in group["params"]]
-        self._saved = ([p.detach().clone() for p in params], copy.deepcopy(optimizer.state_dict()), optimizer)
+        self._saved = (params, [p.detach().clone() for p in params], copy.deepcopy(optimizer.state_dict()), optimizer)
         for param in params:
             if param.grad is not None:
                 param.grad.zero_()
@@ -124,10 +124,10 @@ class NonFiniteLossGuard(Callback):
     ) -> None:
         if self._saved is None:
             return
-        values, optimizer_state, optimizer = self._saved
+        params, values, optimizer_state, optimizer = self._saved
         self._saved, self._skip_this_step = None, False
         with torch.no_grad():
-            for param, value in zip((p for group in optimizer.param_groups for p in group["params"]), values):
+            for param, value in zip(params, values):
                 param.copy_(value)
         optimizer.load_state_dict(optimizer_state)
 

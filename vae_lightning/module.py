@@ -32,6 +32,10 @@ DEFAULT_MOMENTUM = 0.9
 Batch = tuple[Tensor, Tensor]
 
 
+#: The loss terms logged for every stage: ``{stage}/loss`` is always RL + KL.
+TERM_NAMES = ("loss", "rl", "kl")
+
+
 def default_optimizer(params) -> torch.optim.Optimizer:
     """SGD(lr=DEFAULT_LR, momentum=DEFAULT_MOMENTUM): the report's optimizer."""
     return torch.optim.SGD(params, lr=DEFAULT_LR, momentum=DEFAULT_MOMENTUM)
@@ -134,9 +138,7 @@ class VAEModule(LightningModule):
         self.test_denoising = reconstruction_metrics("test/denoise_")
         self.test_noisy_input = reconstruction_metrics("test/noisy_")
         self.optimizer_factory = optimizer or default_optimizer
-        self._epoch_sums: dict[str, Tensor] = {}  # per stage, see _accumulate_terms
-        self._epoch_counts: dict[str, int] = {}
-        self._term_names: list[str] = []
+        self._epoch_totals: dict[str, tuple[Tensor, int]] = {}  # stage -> (weighted sums, images), see _accumulate_terms
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``(x_hat, mu, logvar)``; x_hat is (N, B, D) for N = ``mc_samples`` (1 when deterministic)."""
@@ -169,7 +171,7 @@ class VAEModule(LightningModule):
         logits, mu, logvar = self._decode_posterior(add_noise(x, self.hparams.noise_std) if noisy else x)
         rl = reconstruction_term(x, logits, self.hparams.likelihood, self.log_std, self.hparams.linear)
         kl = rl.new_zeros(()) if self.hparams.deterministic else kl_divergence(mu, logvar)
-        terms = {"loss": rl + kl, "rl": rl, "kl": kl}
+        terms = dict(zip(TERM_NAMES, (rl + kl, rl, kl)))
         self._accumulate_terms(stage, terms, x.shape[0])
         if stage != "train":
             return terms["loss"]
@@ -186,21 +188,20 @@ class VAEModule(LightningModule):
         ``self.log`` costs more than this model's whole step on a CPU when called for every term
         of every batch. Train step values are logged only on the steps the Trainer writes."""
         weighted = torch.stack([value.detach() for value in terms.values()]) * batch_size
-        sums = self._epoch_sums.get(stage)
-        self._epoch_sums[stage] = weighted if sums is None else sums + weighted
-        self._epoch_counts[stage] = self._epoch_counts.get(stage, 0) + batch_size
-        self._term_names = list(terms)
+        sums, count = self._epoch_totals.get(stage, (0, 0))
+        self._epoch_totals[stage] = (weighted + sums, count + batch_size)
 
-    def _log_epoch_means(self, stage: str, names: list[str], across_processes: bool) -> None:
-        """Log the epoch's batch-size weighted means of the stage's terms as ``names``; with
-        ``across_processes``, over the batches of every DDP process."""
-        sums, count = self._epoch_sums.pop(stage, None), self._epoch_counts.pop(stage, 0)
-        if sums is None:
+    def _log_epoch_means(self, stage: str, name_format: str, across_processes: bool) -> None:
+        """Log the epoch's batch-size weighted means of the stage's terms, named by ``name_format``
+        (``{}``: the term); with ``across_processes``, over the batches of every DDP process."""
+        if stage not in self._epoch_totals:
             return
+        sums, count = self._epoch_totals.pop(stage)
         if across_processes:
             totals = torch.cat([sums, sums.new_tensor([count])])
             totals = self.trainer.strategy.reduce(totals, reduce_op="sum")
             sums, count = totals[:-1], totals[-1]
+        names = [name_format.format(name) for name in TERM_NAMES]
         self.log_dict(dict(zip(names, sums / count)), on_step=False, on_epoch=True, sync_dist=False)
 
     def _step_is_logged(self) -> bool:
@@ -208,23 +209,24 @@ class VAEModule(LightningModule):
         every = self.trainer.log_every_n_steps
         return every > 0 and ((self.global_step + 1) % every == 0 or self.trainer.should_stop)
 
+    # Each epoch starts its sums afresh (an interrupted epoch may have left some).
     def on_train_epoch_start(self) -> None:
-        self._epoch_sums.pop("train", None), self._epoch_counts.pop("train", None)
+        self._epoch_totals.pop("train", None)
 
     def on_train_epoch_end(self) -> None:
-        self._log_epoch_means("train", [f"train/{name}_epoch" for name in self._term_names], across_processes=False)
+        self._log_epoch_means("train", "train/{}_epoch", across_processes=False)
 
     def on_validation_epoch_start(self) -> None:
-        self._epoch_sums.pop("val", None), self._epoch_counts.pop("val", None)
+        self._epoch_totals.pop("val", None)
 
     def on_validation_epoch_end(self) -> None:
-        self._log_epoch_means("val", [f"val/{name}" for name in self._term_names], across_processes=True)
+        self._log_epoch_means("val", "val/{}", across_processes=True)
 
     def on_test_epoch_start(self) -> None:
-        self._epoch_sums.pop("test", None), self._epoch_counts.pop("test", None)
+        self._epoch_totals.pop("test", None)
 
     def on_test_epoch_end(self) -> None:
-        self._log_epoch_means("test", [f"test/{name}" for name in self._term_names], across_processes=True)
+        self._log_epoch_means("test", "test/{}", across_processes=True)
 
     def kl_weight_in_use(self) -> float:
         """beta = ``kl_weight``, ramped linearly from 0 over the first ``kl_warmup`` steps or epochs."""

@@ -29,7 +29,7 @@ def denormal_flush_share() -> float:
     0.0 when none does, in between when threads started before the last change kept the old mode.
     Measured on a probe of denormals large enough to be split over all threads, made from integer
     bits (converting a float would already flush it on this thread)."""
-    probe = torch.ones(max(1, torch.get_num_threads()) * 65536, dtype=torch.int32).view(torch.float32)  # 1.4e-45
+    probe = torch.ones(torch.get_num_threads() * 65536, dtype=torch.int32).view(torch.float32)  # 1.4e-45
     return float((probe * 1.0 == 0).float().mean())
 
 
