@@ -174,6 +174,39 @@ def test_a_collapsed_encoder_has_no_active_units(cli_args: list[str]) -> None:
     assert math.isfinite(scalar_values(events, "latent/kl_dim1")[0])
 
 
+class LossOnlyValidation(VAEModule):
+    """A module whose validation step returns only the loss, as a user's own module might."""
+
+    def validation_step(self, batch, batch_idx):
+        return super().validation_step(batch, batch_idx)["loss"]
+
+
+def validated_latent_metrics(cli_args: list[str], module_class: type[VAEModule], *options: str) -> dict[str, list[float]]:
+    """``latent/*`` and ``val/kl`` of a 3-batch validation of the seeded untrained default model."""
+    cli = main([*cli_args, "--trainer.limit_val_batches=3", *options], run=False)
+    model = module_class(**{k: v for k, v in cli.model.hparams.items() if not k.startswith("_")})
+    model.load_state_dict(cli.model.state_dict())
+    cli.trainer.validate(model, datamodule=cli.datamodule)
+    events = read_events(Path(cli.trainer.logger.log_dir))
+    tags = [tag for tag in events.Tags()["scalars"] if tag.startswith("latent/") or tag == "val/kl"]
+    return {tag: scalar_values(events, tag) for tag in tags}
+
+
+def test_latent_statistics_come_from_the_validation_step_or_from_encoding_the_batch_alike(cli_args: list[str]) -> None:
+    from_outputs = validated_latent_metrics(cli_args, VAEModule)
+    encoded_here = validated_latent_metrics(cli_args, LossOnlyValidation)
+    assert {"latent/mu1_std", "latent/kl_dim2", "val/kl"} <= from_outputs.keys()
+    assert from_outputs.keys() == encoded_here.keys()
+    for tag, values in from_outputs.items():
+        assert values == pytest.approx(encoded_here[tag], rel=1e-5), tag
+
+
+def test_kl_per_dimension_sums_to_the_validation_kl_of_binarized_images(cli_args: list[str]) -> None:
+    """The statistics describe the images the model scored, here their binarization."""
+    metrics = validated_latent_metrics(cli_args, VAEModule, "--model.binarize=true", "--model.likelihood=bernoulli")
+    assert metrics["latent/kl_dim1"][0] + metrics["latent/kl_dim2"][0] == pytest.approx(metrics["val/kl"][0], rel=1e-5)
+
+
 @pytest.mark.slow
 def test_latent_diagnostics_under_ddp_cover_the_images_of_every_process(cli_args: list[str], tmp_path: Path) -> None:
     """Two CPU processes, each validating its own half of 256 images, log the statistics of all

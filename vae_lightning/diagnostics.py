@@ -14,6 +14,7 @@ so ``on_train_batch_end`` reads the clipped gradients and the updated weights.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -173,17 +174,16 @@ class LatentDiagnostics(Callback):
     - ``latent/mu{i}_{min,max,mean,std}``, ``latent/sigma{i}_{min,max,mean,std}``,
       ``latent/logvar_mean`` (``vae_lightning.latent.latent_statistics``);
     - ``latent/kl_dim{i}``: KL(q(z_i|x) || N(0, 1)) averaged over the images
-      (``vae_lightning.losses.kl_divergence_per_dim``); they sum to ``val/kl`` (with
-      ``model.binarize`` they describe the grey images, not their binarization). A dimension
+      (``vae_lightning.losses.kl_divergence_per_dim``); they sum to ``val/kl``. A dimension
       with KL near 0 carries no information about x;
     - ``latent/active_units``: dimensions whose mean varies across the images,
       Var_x(mu_i) > ``active_threshold`` (Burda et al. 2015; ``vae_lightning.latent.active_units``);
     - with ``histograms``, TensorBoard histograms ``latent/mu{i}`` and ``latent/sigma{i}``.
 
-    The callback encodes each validation batch once more (the encoder alone, without gradients:
-    mu and log sigma^2 do not depend on the sampled noise) and keeps (images, d) means and
-    log-variances until the epoch ends; under DDP it gathers them from every rank, so the
-    statistics cover the whole validation set. The sanity check is skipped.
+    The callback keeps the (images, d) means and log-variances that ``validation_step`` returns
+    (``outputs["mu"]``, ``outputs["logvar"]``; a module whose step returns no such outputs gets
+    its batches encoded here) until the epoch ends; under DDP it gathers them from every rank,
+    so the statistics cover the whole validation set. The sanity check is skipped.
 
     Args:
         every_n_epochs: log after every n-th validation epoch.
@@ -210,7 +210,10 @@ class LatentDiagnostics(Callback):
     ) -> None:
         if not self._collecting:
             return
-        mu, logvar = pl_module.model.encode(batch[0])
+        if isinstance(outputs, Mapping) and "mu" in outputs:
+            mu, logvar = outputs["mu"], outputs["logvar"]
+        else:
+            mu, logvar = pl_module.model.encode(batch[0])
         self._mu.append(mu.detach().float())
         self._logvar.append(logvar.detach().float())
 

@@ -163,9 +163,10 @@ class VAEModule(LightningModule):
             return x
         return binarize(x, None if stage == "train" else seeded_generator(2 * batch_idx, x.device))
 
-    def _common_step(self, batch: Batch, stage: str, batch_idx: int = 0) -> Tensor:
-        """Loss terms for one batch, logged per epoch as ``{stage}/loss``, ``{stage}/rl``,
-        ``{stage}/kl`` (``train/*_epoch``, and ``train/*_step`` on the logged steps)."""
+    def _common_step(self, batch: Batch, stage: str, batch_idx: int = 0) -> tuple[Tensor, Tensor, Tensor]:
+        """``(objective, mu, logvar)`` of one batch; its loss terms are logged per epoch as
+        ``{stage}/loss``, ``{stage}/rl``, ``{stage}/kl`` (``train/*_epoch``, and ``train/*_step``
+        on the logged steps). The objective is RL + KL, in training RL + beta * KL."""
         x = self._observed(batch[0], stage, batch_idx)
         noisy = stage == "train" and self.hparams.noise_std > 0
         logits, mu, logvar = self._decode_posterior(add_noise(x, self.hparams.noise_std) if noisy else x)
@@ -174,12 +175,12 @@ class VAEModule(LightningModule):
         terms = dict(zip(TERM_NAMES, (rl + kl, rl, kl)))
         self._accumulate_terms(stage, terms, x.shape[0])
         if stage != "train":
-            return terms["loss"]
+            return terms["loss"], mu, logvar
         kl_weight = self.kl_weight_in_use()  # optimise RL + beta * KL; the logged train/loss stays RL + KL
         if self._step_is_logged():
             step_values = {f"train/{name}_step": value.detach() for name, value in terms.items()}
             self.log_dict({**step_values, "train/kl_weight": kl_weight}, on_step=True, on_epoch=False, batch_size=x.shape[0])
-        return rl + kl_weight * kl
+        return rl + kl_weight * kl, mu, logvar
 
     def _accumulate_terms(self, stage: str, terms: dict[str, Tensor], batch_size: int) -> None:
         """Add the batch's terms, weighted by its size, to the stage's sums for the epoch. They stay
@@ -237,13 +238,16 @@ class VAEModule(LightningModule):
         return beta * min(1.0, progress / warmup)
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        return self._common_step(batch, "train")
+        return self._common_step(batch, "train")[0]
 
-    def validation_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        return self._common_step(batch, "val", batch_idx)
+    def validation_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
+        """The batch's loss and its posterior means and log-variances (B, d): callbacks such as
+        ``LatentDiagnostics`` read them from ``outputs`` instead of encoding the batch again."""
+        loss, mu, logvar = self._common_step(batch, "val", batch_idx)
+        return {"loss": loss, "mu": mu.detach(), "logvar": logvar.detach()}
 
     def test_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        loss = self._common_step(batch, "test", batch_idx)
+        loss = self._common_step(batch, "test", batch_idx)[0]
         self._log_test_metrics(self._observed(batch[0], "test", batch_idx), batch_idx)
         return loss
 
