@@ -6,7 +6,9 @@ Rows (same model, batch size, data split, loss, SGD and clipping by value 1.0 in
   logging and no framework: the cost of the model's own compute.
 * ``reference``: the loop of pytorch/examples ``vae/main.py``: ``torchvision.datasets.MNIST``
   with ``ToTensor``, a ``DataLoader`` (one worker and pinned memory on GPU, as there), a
-  ``loss.item()`` per step and a print every 10 batches.
+  ``loss.item()`` per step, a print every 10 batches, and per epoch, as there, a PNG of 8
+  validation images beside their reconstructions and one of 64 samples (the project writes
+  its sample and reconstruction grids to TensorBoard).
 * ``project``: ``Trainer.fit`` with ``VAEModule`` and ``MNISTDataModule`` built from
   ``configs/default.yaml`` through the project's CLI (``main(args, run=False)``), so progress
   bar, TensorBoard logging, image callbacks and checkpoints are those users run, and so are
@@ -274,6 +276,7 @@ def run_reference(spec: dict[str, Any], memory: Memory) -> dict[str, Any]:
     import torch
     from torch.utils.data import DataLoader, Subset
     from torchvision import datasets, transforms
+    from torchvision.utils import save_image
 
     device, bs, limit = spec["device"], spec["batch_size"], spec.get("limit_batches")
     _, train_idx, val_idx = _split(spec["data_dir"])
@@ -284,6 +287,7 @@ def run_reference(spec: dict[str, Any], memory: Memory) -> dict[str, Any]:
     val_loader = DataLoader(Subset(full, val_idx.tolist()), batch_size=bs, shuffle=False, **kwargs)
     model, optimizer = _build_vae(spec, device)
     log = open(os.devnull, "w") if spec.get("quiet") else sys.stdout
+    images = tempfile.TemporaryDirectory()
     times, cpu, val_loss = [], [], float("nan")
     for epoch in range(spec["epochs"]):
         start, cpu_start = time.perf_counter(), time.process_time()
@@ -302,14 +306,21 @@ def run_reference(spec: dict[str, Any], memory: Memory) -> dict[str, Any]:
         model.eval()
         total, seen = 0.0, 0
         with torch.no_grad():
-            for data, _ in _limited(val_loader, limit):
+            for i, (data, _) in enumerate(_limited(val_loader, limit)):
                 data = data.to(device).view(-1, 784)
                 total += loss_terms(model, data)["loss"].item() * len(data)
                 seen += len(data)
+                if i == 0:
+                    recon = torch.sigmoid(model(data)[0][0])
+                    comparison = torch.cat([data[:8], recon[:8]]).view(-1, 1, 28, 28)
+                    save_image(comparison.cpu(), f"{images.name}/reconstruction_{epoch}.png", nrow=8)
+            sample = model.sample(64).cpu()
+            save_image(sample.view(64, 1, 28, 28), f"{images.name}/sample_{epoch}.png")
         val_loss = total / seen
         _sync(device)
         times.append(time.perf_counter() - start)
         cpu.append(time.process_time() - cpu_start)
+    images.cleanup()
     n_train = min(len(train_idx), (limit or math.inf) * bs)
     return _epochs_summary(times, cpu, spec["warmup"], int(n_train), {"val_loss": round(val_loss, 3)})
 
