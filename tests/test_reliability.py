@@ -400,7 +400,7 @@ class RecordShards(Callback):
         self.train_images += [hashlib.md5(row.numpy().tobytes()).hexdigest() for row in pixels]
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        self.val_total += float(outputs) * len(batch[0])
+        self.val_total += float(outputs["loss"]) * len(batch[0])
         self.val_count += len(batch[0])
 
     def on_validation_end(self, trainer, pl_module) -> None:
