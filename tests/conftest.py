@@ -31,7 +31,7 @@ def mnist_dir() -> Path:
 
 
 def cpu_run_args(data_dir: Path, save_dir: Path) -> list[str]:
-    """The default config on one CPU with real MNIST, quiet, writing only under ``save_dir``;
+    """The default config on one CPU with real MNIST, writing only under ``save_dir``;
     put a subcommand before it and overrides after it."""
     return [
         "--config",
@@ -41,7 +41,6 @@ def cpu_run_args(data_dir: Path, save_dir: Path) -> list[str]:
         f"--trainer.logger.init_args.save_dir={save_dir}",
         "--trainer.accelerator=cpu",
         "--trainer.devices=1",
-        "--trainer.enable_progress_bar=false",
         "--trainer.enable_model_summary=false",
     ]
 

@@ -1,7 +1,7 @@
-"""Variational Autoencoders on MNIST with PyTorch Lightning."""
+"""Variational Autoencoders with PyTorch Lightning: any network, likelihood and image dataset from YAML."""
 
-from vae_lightning.data import MNISTDataModule
-from vae_lightning.model import VAE
+from vae_lightning.data import ImageDataModule
+from vae_lightning.models import ConvVAE, MLPVAE, VAENetwork
 from vae_lightning.module import VAEModule
 
-__all__ = ["MNISTDataModule", "VAE", "VAEModule"]
+__all__ = ["ConvVAE", "ImageDataModule", "MLPVAE", "VAEModule", "VAENetwork"]

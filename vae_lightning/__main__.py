@@ -1,5 +1,7 @@
 """``python -m vae_lightning``: the LightningCLI (fit, validate, test, predict)."""
 
-from vae_lightning.cli import main
+import sys
 
-main()
+from vae_lightning.cli import run_cli
+
+sys.exit(run_cli())

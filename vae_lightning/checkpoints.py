@@ -19,11 +19,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from vae_lightning.errors import CheckpointError
+
 _EXAMPLE = "lightning_logs/version_0/checkpoints/last.ckpt"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint path is missing, is not a checkpoint, or does not fit the model."""
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -74,16 +72,30 @@ def architecture_mismatch(checkpoint: Mapping[str, Any], model: nn.Module) -> st
     return "; ".join(problems[:6])
 
 
-def _plain(value: Any) -> Any:
-    return list(value) if isinstance(value, (list, tuple)) else value
+def _flat_settings(settings: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings as dotted keys, lists for tuples, the ``init_args`` level left out:
+    ``{"network": {"class_path": ..., "init_args": {"latent_dim": 2}}}`` ->
+    ``{"network": <class path>, "network.latent_dim": 2}``."""
+    flat: dict[str, Any] = {}
+    for key, value in settings.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            if "class_path" in value:
+                flat[name] = value["class_path"]
+            flat.update(_flat_settings(value.get("init_args", value), f"{name}."))
+        elif key not in ("class_path", "_class_path", "_instantiator"):
+            flat[name] = list(value) if isinstance(value, (list, tuple)) else value
+    return flat
 
 
 def differing_settings(saved: Mapping[str, Any], configured: Mapping[str, Any]) -> list[str]:
-    """``key=<saved> (configured: <value>)`` for each model setting present in both that differs."""
+    """``key=<saved> (configured: <value>)`` for each model setting present in both that differs
+    (the optimizer aside: it does not shape the weights)."""
+    saved_flat, configured_flat = _flat_settings(saved), _flat_settings(configured)
     return [
-        f"{key}={saved[key]!r} (configured: {configured[key]!r})"
-        for key in saved
-        if key in configured and key != "optimizer" and _plain(saved[key]) != _plain(configured[key])
+        f"{key}={value!r} (configured: {configured_flat[key]!r})"
+        for key, value in saved_flat.items()
+        if key in configured_flat and not key.startswith("optimizer") and value != configured_flat[key]
     ]
 
 

@@ -1,7 +1,10 @@
-"""The command line: LightningCLI over the VAE module and the MNIST datamodule.
+"""The command line: LightningCLI over ``VAEModule`` and ``ImageDataModule``.
 
 ``python -m vae_lightning {fit,validate,test,predict} --config configs/default.yaml``; any
-option of the YAML can be overridden as ``--section.key value``.
+option of the YAML can be overridden as ``--section.key value``. Everything a run is made of
+(network, likelihood, callbacks, progress bar) is configuration; this class adds only what
+LightningCLI cannot do: the process-wide numeric settings before anything is built, the image
+shape handed from the data to the network, and checkpoint checks before a run starts.
 """
 
 from __future__ import annotations
@@ -10,27 +13,15 @@ import sys
 from typing import Any
 from unittest.mock import patch
 
-from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import ArgsType, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
-from vae_lightning.checkpoints import (
-    CheckpointError,
-    check_checkpoint,
-    differing_settings,
-    newest_last_checkpoint,
-    read_checkpoint,
-)
-from vae_lightning.data import MNISTDataModule
-from vae_lightning.module import DEFAULT_LR, DEFAULT_MOMENTUM, VAEModule
+from vae_lightning.checkpoints import check_checkpoint, differing_settings, newest_last_checkpoint, read_checkpoint
+from vae_lightning.data import ImageDataModule
+from vae_lightning.errors import CheckpointError, UserError, run_reporting_user_errors
+from vae_lightning.module import VAEModule
 from vae_lightning.numerics import MATMUL_PRECISIONS, apply_numerics
-
-
-#: Steps between progress-bar redraws when the bar is on and not configured.
-PROGRESS_BAR_REFRESH_RATE = 20
-
 
 def names_a_local_file(ckpt_path: Any) -> bool:
     """Whether ``--ckpt_path`` is a path to read here, not ``last``/``best``/``hpc`` or a remote URL."""
@@ -38,7 +29,7 @@ def names_a_local_file(ckpt_path: Any) -> bool:
 
 
 class VAECLI(LightningCLI):
-    """LightningCLI whose ``--print_config`` shows the default optimizer spelled out, and which
+    """LightningCLI that sets the numerics first, links the data's image shape to the network, and
     refuses a bad value or checkpoint before the run starts (see docs/reliability.md)."""
 
     def add_arguments_to_parser(self, parser) -> None:
@@ -57,14 +48,8 @@ class VAECLI(LightningCLI):
             "which compute on them many times slower (SGD momentum decays through them); values that small "
             "are below the last bit of the weights (vae_lightning/numerics.py)",
         )
-        parser.set_defaults(
-            {
-                "model.optimizer": {
-                    "class_path": "torch.optim.SGD",
-                    "init_args": {"lr": DEFAULT_LR, "momentum": DEFAULT_MOMENTUM},
-                }
-            }
-        )
+        # the network's input shape is the data's: switching datasets needs no second setting
+        parser.link_arguments("data.image_shape", "model.network.init_args.image_shape", apply_on="instantiate")
 
     def before_instantiate_classes(self) -> None:
         """Apply the numeric settings before anything is built (the denormal mode reaches every
@@ -72,34 +57,20 @@ class VAECLI(LightningCLI):
         process may have changed them."""
         apply_numerics(self._get(self.config, "float32_matmul_precision"), self._get(self.config, "flush_denormal"))
 
-    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        """The Trainer; unless the progress bar is off or configured, it redraws every
-        ``PROGRESS_BAR_REFRESH_RATE`` steps rather than every step (a redraw per step costs
-        about 8% of a CPU epoch of the default model, docs/performance.md)."""
-        config = self.config_init[self.subcommand] if self.subcommand else self.config_init
-        trainer = config.get("trainer") or {}
-        configured = list(trainer.get("callbacks") or [])
-        defaults = self.trainer_defaults.get("callbacks") or []
-        defaults = defaults if isinstance(defaults, list) else [defaults]
-        has_bar = any(isinstance(c, ProgressBar) for c in [*configured, *defaults])
-        if trainer.get("enable_progress_bar") is not False and not has_bar and "callbacks" not in kwargs:
-            kwargs["callbacks"] = [*configured, TQDMProgressBar(refresh_rate=PROGRESS_BAR_REFRESH_RATE)]
-        return super().instantiate_trainer(**kwargs)
-
     def instantiate_classes(self) -> None:
         """Build the model, data and trainer; a value they refuse (``latent_dim`` 0, a negative
         learning rate, an unknown clipping algorithm) is a usage error naming it, raised before
         any run folder is written."""
         try:
             super().instantiate_classes()
-        except (ValueError, MisconfigurationException) as err:
+        except (ValueError, TypeError, MisconfigurationException) as err:
+            if isinstance(err, UserError):
+                raise
             self.parser.error(f"invalid configuration: {err}")
-        optimizer_factory = getattr(self.model, "optimizer_factory", None)
-        if callable(optimizer_factory):
-            try:
-                optimizer_factory(self.model.parameters())  # the optimizer's own checks (lr >= 0, ...)
-            except ValueError as err:
-                self.parser.error(f"invalid configuration: model.optimizer: {err}")
+        try:
+            self.model.configure_optimizers()  # the optimizer's own checks (lr >= 0, ...)
+        except ValueError as err:
+            self.parser.error(f"invalid configuration: model.optimizer: {err}")
 
     def parse_arguments(self, parser, args) -> None:
         """Parse as usual, then check a ``--ckpt_path`` file before Lightning reads the model
@@ -153,6 +124,7 @@ class VAECLI(LightningCLI):
 
 def main(args: ArgsType = None, run: bool = True, trainer_defaults: dict[str, Any] | None = None) -> VAECLI:
     """Run the CLI on ``args`` (``sys.argv`` when ``None``); returns it for tests and scripts.
+    Errors are raised, not printed: :func:`run_cli` is the command line's own entry point.
 
     ``trainer_defaults`` adds Trainer arguments a config file cannot express, such as callback
     objects built in code (the sweep's pruning callback); its ``callbacks`` join the config's.
@@ -162,7 +134,7 @@ def main(args: ArgsType = None, run: bool = True, trainer_defaults: dict[str, An
     with patch.object(sys, "argv", sys.argv if args is None else sys.argv[:1]):
         return VAECLI(
             VAEModule,
-            MNISTDataModule,
+            ImageDataModule,
             seed_everything_default=0,
             args=args,
             run=run,
@@ -170,5 +142,12 @@ def main(args: ArgsType = None, run: bool = True, trainer_defaults: dict[str, An
         )
 
 
+def run_cli(argv: list[str] | None = None) -> int:
+    """``python -m vae_lightning``: :func:`main`, with a user's mistake (missing or corrupt data, an
+    unreadable checkpoint, a diverged run) reported as one ``error:`` paragraph and an exit status
+    (``vae_lightning.errors``); ``--traceback`` shows the traceback too."""
+    return run_reporting_user_errors(main, argv)
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli())

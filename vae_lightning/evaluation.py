@@ -1,5 +1,5 @@
-"""Test-time measures of a trained VAE: the importance-weighted log-likelihood bound, the
-quality of reconstructions and of denoising, and the seeded input corruptions they use.
+"""Test-time measures of a trained VAE, as one callback (``trainer.callbacks`` in YAML): the
+importance-weighted log-likelihood bound, the quality of reconstructions and of denoising.
 
 IWAE bound (Burda et al. 2015, "Importance Weighted Autoencoders", eq. 8): with z_k ~ q(z|x),
 
@@ -12,22 +12,25 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
-from torch import Tensor
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor, nn
 from torch.distributions import Normal
 from torchmetrics import MeanSquaredError, MetricCollection
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
-from vae_lightning.images import as_images
-from vae_lightning.model import VAE
+from vae_lightning.corruption import add_noise, seeded_generator
+from vae_lightning.latent import posterior_std
 
-LogLikelihoodFn = Callable[[Tensor, Tensor], Tensor]  # (x (B, D), logits (n, B, D)) -> (n, B)
+LogLikelihoodFn = Callable[[Tensor, Tensor], Tensor]  # (x (B, C, H, W), logits (n, B, C, H, W)) -> (n, B)
 
 
 @torch.no_grad()
 def iwae_bounds(
-    model: VAE,
+    network: nn.Module,
     x: Tensor,
     ks: Sequence[int],
     log_likelihood_fn: LogLikelihoodFn,
@@ -41,8 +44,8 @@ def iwae_bounds(
     stays at chunk_size x B x D whatever K is.
 
     Args:
-        model: the VAE (its encoder gives q(z|x), its decoder the logits of p(x|z)).
-        x: images as the model sees them, (B, D).
+        network: its ``encode`` gives q(z|x), its ``decode`` the logits of p(x|z).
+        x: images as the model sees them, (B, C, H, W).
         ks: numbers of importance samples, each >= 1.
         log_likelihood_fn: log p(x|z) per image from ``(x, logits)``.
         chunk_size: samples of z decoded at once.
@@ -55,8 +58,8 @@ def iwae_bounds(
         raise ValueError(f"iwae_samples must be a non-empty list of sample counts >= 1, got {list(ks)}")
     if chunk_size < 1:
         raise ValueError(f"iwae_chunk_size must be at least 1, got {chunk_size}")
-    mu, logvar = model.encode(x)
-    posterior = Normal(mu, torch.exp(0.5 * logvar))
+    mu, logvar = network.encode(x)
+    posterior = Normal(mu, posterior_std(logvar))
     prior = Normal(torch.zeros_like(mu), torch.ones_like(mu))
     k_max = max(ks)
     totals = {k: torch.full_like(mu[:, 0], -math.inf) for k in ks}  # running log sum_k w_k
@@ -65,7 +68,7 @@ def iwae_bounds(
         eps = torch.randn((n, *mu.shape), generator=generator).to(mu)
         z = posterior.loc + posterior.scale * eps  # (n, B, d)
         log_w = (
-            log_likelihood_fn(x, model.decode_logits(z))
+            log_likelihood_fn(x, network.decode(z))
             + prior.log_prob(z).sum(dim=-1)
             - posterior.log_prob(z).sum(dim=-1)
         )  # (n, B)
@@ -76,10 +79,9 @@ def iwae_bounds(
 
 
 def reconstruction_metrics(prefix: str) -> MetricCollection:
-    """PSNR and SSIM of 28x28 images (pixels in [0, 1]) and MSE per pixel, logged as
-    ``{prefix}psnr``, ``{prefix}ssim``, ``{prefix}mse``. PSNR is that of the mean squared error
-    over all images (10 log10(1 / MSE)); SSIM is averaged over images. Update with flat
-    ``(B, D)`` images through :func:`update_image_metrics`."""
+    """PSNR and SSIM of images with pixels in [0, 1], and MSE per pixel, logged as ``{prefix}psnr``,
+    ``{prefix}ssim``, ``{prefix}mse``. PSNR is that of the mean squared error over all images
+    (10 log10(1 / MSE)); SSIM is averaged over images."""
     return MetricCollection(
         {
             "psnr": PeakSignalNoiseRatio(data_range=1.0),
@@ -90,21 +92,77 @@ def reconstruction_metrics(prefix: str) -> MetricCollection:
     )
 
 
-def update_image_metrics(metrics: MetricCollection, predicted: Tensor, target: Tensor) -> None:
-    """Feed flat (B, D) images to image metrics, the prediction clamped to the pixel range [0, 1]."""
-    metrics.update(as_images(predicted.clamp(0.0, 1.0)), as_images(target))
+class TestMetrics(Callback):
+    """During ``test``, logs per test set:
 
+    - ``test/iwae_k{K}``: the IWAE bound L_K on log p(x) in nats per image, for each K of
+      ``iwae_samples`` (not for a deterministic network, which has no posterior to sample);
+    - ``test/psnr``, ``test/ssim``, ``test/mse``: reconstructions (decoded posterior means)
+      against the test images;
+    - ``test/denoise_{psnr,ssim,mse}``: reconstructions of the test images with Gaussian noise of
+      ``denoise_std`` added, against the clean images; ``test/noisy_{...}``: the noisy images
+      themselves, the baseline a denoiser must beat.
 
-def seeded_generator(seed: int, device: torch.device) -> torch.Generator:
-    """A generator on ``device`` seeded with ``seed``: the same corruption of a batch every time."""
-    return torch.Generator(device=device).manual_seed(seed)
+    The noise and the importance samples are seeded by the batch index, so a test is repeatable.
+    The settings live here, not in the checkpoint: ``test --ckpt_path`` takes them from its own
+    command line (``--trainer.callbacks...`` or the YAML).
 
+    Args:
+        iwae_samples: the K of each bound; larger K is tighter and slower (K = 5000 on the
+            10,000 MNIST test images is 50 million decoder passes). Empty: no bound.
+        iwae_chunk_size: importance samples decoded at once (memory ~ chunk x batch x D).
+        denoise_std: std of the noise for ``test/denoise_*`` and ``test/noisy_*``; 0: off.
+    """
 
-def add_noise(x: Tensor, std: float, generator: torch.Generator | None = None) -> Tensor:
-    """x + std * eps with eps ~ N(0, I): the noisy input of a denoising autoencoder (not clamped)."""
-    return x + std * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    def __init__(self, iwae_samples: Sequence[int] = (1, 50), iwae_chunk_size: int = 64, denoise_std: float = 0.5) -> None:
+        super().__init__()
+        if iwae_samples and min(iwae_samples) < 1:
+            raise ValueError(f"iwae_samples must be counts >= 1, got {list(iwae_samples)}")
+        if iwae_chunk_size < 1:
+            raise ValueError(f"iwae_chunk_size must be at least 1, got {iwae_chunk_size}")
+        if denoise_std < 0:
+            raise ValueError(f"denoise_std must be >= 0, got {denoise_std}")
+        self.iwae_samples = list(iwae_samples)
+        self.iwae_chunk_size = iwae_chunk_size
+        self.denoise_std = denoise_std
+        self.metrics = nn.ModuleDict(
+            {
+                "reconstruction": reconstruction_metrics("test/"),
+                "denoising": reconstruction_metrics("test/denoise_"),
+                "noisy_input": reconstruction_metrics("test/noisy_"),
+            }
+        )
 
+    def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.metrics.to(pl_module.device)
+        if self.iwae_samples and getattr(pl_module.network, "deterministic", False):
+            rank_zero_info("TestMetrics: a deterministic network has no posterior to sample; no test/iwae_k* bounds")
 
-def binarize(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """Each pixel 1 with probability equal to its intensity (stochastic binarization)."""
-    return torch.bernoulli(x, generator=generator)
+    @torch.no_grad()
+    def on_test_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        x = batch[0]
+        network = pl_module.network
+        if self.iwae_samples and not getattr(network, "deterministic", False):
+            bounds = iwae_bounds(
+                network, x, self.iwae_samples, pl_module.likelihood.log_likelihood, self.iwae_chunk_size,
+                torch.Generator().manual_seed(batch_idx),
+            )
+            pl_module.log_dict({f"test/iwae_k{k}": b.mean() for k, b in bounds.items()}, batch_size=x.shape[0], sync_dist=True)
+        self._update("reconstruction", pl_module.reconstruct(x), x)
+        if self.denoise_std > 0:
+            noisy = add_noise(x, self.denoise_std, seeded_generator(2 * batch_idx + 1, x.device))
+            self._update("denoising", pl_module.reconstruct(noisy), x)
+            self._update("noisy_input", noisy, x)
+
+    def _update(self, name: str, predicted: Tensor, target: Tensor) -> None:
+        """Feed images to one metric collection, the prediction clamped to the pixel range [0, 1]."""
+        self.metrics[name].update(predicted.clamp(0.0, 1.0), target)
+
+    def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Log the image metrics over the whole test set (torchmetrics gathers them across processes)."""
+        used = ["reconstruction", "denoising", "noisy_input"] if self.denoise_std > 0 else ["reconstruction"]
+        for name in used:
+            pl_module.log_dict(self.metrics[name].compute(), sync_dist=False)
+            self.metrics[name].reset()

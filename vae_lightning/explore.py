@@ -4,12 +4,13 @@
 
 The data settings (dataset, data_dir, ...) come from the run's ``config.yaml`` beside the
 checkpoint (``version_N/config.yaml`` for ``version_N/checkpoints/*.ckpt``) where there is one;
-``--data_dir`` overrides the folder. The figures are those of ``vae_lightning.latent_figures``,
-drawn on the test set.
+``--data_dir`` overrides the folder. The figures are those of ``vae_lightning.figures``, drawn on
+the test set.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,9 @@ import torch
 import yaml
 from jsonargparse import auto_cli
 
-from vae_lightning.data import MNISTDataModule
-from vae_lightning.latent_figures import latent_figures
+from vae_lightning.data import ImageDataModule
+from vae_lightning.errors import run_reporting_user_errors
+from vae_lightning.figures import latent_figures
 from vae_lightning.module import VAEModule
 
 
@@ -30,7 +32,7 @@ def run_config(ckpt_path: Path) -> Path | None:
     return None
 
 
-def datamodule_from_run(ckpt_path: Path, data_dir: str | None = None) -> MNISTDataModule:
+def datamodule_from_run(ckpt_path: Path, data_dir: str | None = None) -> ImageDataModule:
     """The datamodule with the run's ``data`` settings (defaults without a config), ``data_dir`` overriding."""
     settings: dict[str, Any] = {}
     config = run_config(ckpt_path)
@@ -39,11 +41,11 @@ def datamodule_from_run(ckpt_path: Path, data_dir: str | None = None) -> MNISTDa
         settings = dict(data.get("init_args", data))
     if data_dir is not None:
         settings["data_dir"] = data_dir
-    return MNISTDataModule(**settings)
+    return ImageDataModule(**settings)
 
 
-def load_test_set(datamodule: MNISTDataModule) -> tuple[torch.Tensor, torch.Tensor]:
-    """All test images (N, D) and labels (N,), on the CPU, in the datamodule's order."""
+def load_test_set(datamodule: ImageDataModule) -> tuple[torch.Tensor, torch.Tensor]:
+    """All test images (N, C, H, W) and labels (N,), on the CPU, in the datamodule's order."""
     datamodule.setup("test")
     batches = list(datamodule.test_dataloader())
     return torch.cat([x for x, _ in batches]).cpu(), torch.cat([y for _, y in batches]).cpu()
@@ -56,7 +58,7 @@ def explore(ckpt_path: Path, out: Path, data_dir: str | None = None, seed: int =
         ckpt_path: a checkpoint written by ``python -m vae_lightning fit``.
         out: folder for scatter.png, manifold.png (2-D latent space only), interpolations.png,
             samples.png and reconstructions.png; created if missing.
-        data_dir: folder holding MNIST/raw, instead of the run's ``data.data_dir``.
+        data_dir: folder holding the dataset, instead of the run's ``data.data_dir``.
         seed: seed of the interpolation pairs and the prior samples.
         dpi: resolution of the PNGs.
 
@@ -64,13 +66,11 @@ def explore(ckpt_path: Path, out: Path, data_dir: str | None = None, seed: int =
         The paths written.
     """
     ckpt_path, out = Path(ckpt_path), Path(out)
-    if not ckpt_path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {ckpt_path}: pass --ckpt_path a .ckpt file written by `fit`")
     module = VAEModule.load_from_checkpoint(ckpt_path, map_location="cpu")
     images, labels = load_test_set(datamodule_from_run(ckpt_path, data_dir))
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, figure in latent_figures(module.model, images, labels, seed=seed).items():
+    for name, figure in latent_figures(module, images, labels, seed=seed).items():
         path = out / f"{name}.png"
         figure.savefig(path, dpi=dpi)
         written.append(path)
@@ -86,4 +86,4 @@ def main(args: list[str] | None = None) -> list[Path]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_reporting_user_errors(main))

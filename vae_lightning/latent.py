@@ -1,10 +1,23 @@
-"""Statistics of the posterior q(z|x) over a set of images: the report's "value range" of mu
-and sigma per latent dimension, and the active units of Burda et al. (2015)."""
+"""The latent Gaussian q(z|x) = N(mu, sigma^2 I): its sample, its spread, and statistics of it
+over a set of images (the report's "value range" of mu and sigma per latent dimension, and the
+active units of Burda et al. 2015)."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+
+def posterior_std(logvar: Tensor) -> Tensor:
+    """sigma = exp(log sigma^2 / 2): the encoder predicts the log-variance, which may be any real."""
+    return torch.exp(0.5 * logvar)
+
+
+def reparameterize(mu: Tensor, logvar: Tensor, samples: int = 1) -> Tensor:
+    """z = mu + sigma * eps with eps ~ N(0, I) (Kingma & Welling 2014, sec. 2.4): ``samples``
+    draws per image, (samples, B, d), differentiable in mu and log sigma^2."""
+    eps = torch.randn((samples, *mu.shape), dtype=mu.dtype, device=mu.device)
+    return mu + posterior_std(logvar) * eps
 
 
 def latent_statistics(mu: Tensor, logvar: Tensor) -> dict[str, Tensor]:
@@ -19,9 +32,8 @@ def latent_statistics(mu: Tensor, logvar: Tensor) -> dict[str, Tensor]:
         Scalars keyed ``mu{i}_min``, ``mu{i}_max``, ``mu{i}_mean``, ``mu{i}_std``, the same for
         ``sigma{i}``, and ``logvar_mean``.
     """
-    sigma = torch.exp(0.5 * logvar)
     stats: dict[str, Tensor] = {}
-    for name, values in (("mu", mu), ("sigma", sigma)):
+    for name, values in (("mu", mu), ("sigma", posterior_std(logvar))):
         for i in range(values.shape[1]):
             column = values[:, i]
             stats[f"{name}{i + 1}_min"] = column.min()

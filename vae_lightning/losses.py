@@ -5,6 +5,7 @@ loss = RL + KL, both per image, averaged over the batch:
     KL (eq. 19): KL(q(z|x) || N(0, I)) in closed form, summed over the d latent dimensions
     (Kingma & Welling 2014, Appendix B: -1/2 * sum(1 + log sigma^2 - mu^2 - sigma^2)).
 Both are per-image sums, so they share a scale and need no weight to balance them.
+Images are (..., C, H, W); the D = C * H * W pixels are the last three dimensions.
 """
 
 from __future__ import annotations
@@ -12,14 +13,19 @@ from __future__ import annotations
 from torch import Tensor
 
 
+def sum_over_pixels(values: Tensor) -> Tensor:
+    """(..., C, H, W) -> (...): one number per image."""
+    return values.flatten(-3).sum(dim=-1)
+
+
 def reconstruction_loss(x: Tensor, x_hat: Tensor) -> Tensor:
     """Squared error summed over pixels, averaged over samples and batch.
 
     Args:
-        x: targets, (B, D).
-        x_hat: reconstructions, (B, D) or (N, B, D) for N Monte-Carlo samples of z.
+        x: targets, (B, C, H, W).
+        x_hat: reconstructions, (B, C, H, W) or (N, B, C, H, W) for N Monte-Carlo samples of z.
     """
-    return (x_hat - x).pow(2).sum(dim=-1).mean()
+    return sum_over_pixels((x_hat - x).pow(2)).mean()
 
 
 def kl_divergence_per_dim(mu: Tensor, logvar: Tensor) -> Tensor:
@@ -30,12 +36,3 @@ def kl_divergence_per_dim(mu: Tensor, logvar: Tensor) -> Tensor:
 def kl_divergence(mu: Tensor, logvar: Tensor) -> Tensor:
     """KL(q(z|x) || N(0, I)) summed over latent dimensions, averaged over the batch (eq. 19)."""
     return kl_divergence_per_dim(mu, logvar).sum()
-
-
-def elbo_terms(x: Tensor, x_hat: Tensor, mu: Tensor, logvar: Tensor) -> dict[str, Tensor]:
-    """``{"loss", "rl", "kl"}`` for one batch, the quantities logged in every stage."""
-    rl = reconstruction_loss(x, x_hat)
-    kl = kl_divergence(mu, logvar)
-    return {"loss": rl + kl, "rl": rl, "kl": kl}
-
-

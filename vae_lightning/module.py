@@ -1,36 +1,35 @@
-"""The LightningModule: wires the VAE and its RL + KL loss to Lightning's steps and logging."""
+"""The LightningModule: wires a network and a likelihood to the RL + KL loss, the steps and logging.
+
+What the network is (the report's MLP, a ConvVAE, one of your own), how pixels are scored (the
+report's squared error, a Gaussian, a Bernoulli) and how the model is evaluated at test time
+(``vae_lightning.evaluation.TestMetrics``) are objects chosen in YAML; this module only runs
+    x -> encode -> (mu, log sigma^2) -> z = mu + sigma * eps -> decode -> logits -> RL, KL
+and logs ``{stage}/loss``, ``{stage}/rl`` and ``{stage}/kl``.
+"""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from typing import Literal
 
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.core.mixins import hparams_mixin
 from torch import Tensor, nn
 
 from vae_lightning.checkpoints import CheckpointError, read_checkpoint
-from vae_lightning.evaluation import (
-    add_noise,
-    binarize,
-    iwae_bounds,
-    reconstruction_metrics,
-    seeded_generator,
-    update_image_metrics,
-)
-from vae_lightning.likelihoods import Likelihood, log_likelihood, observation_mean, reconstruction_term
+from vae_lightning.corruption import InputNoise
+from vae_lightning.latent import reparameterize
+from vae_lightning.likelihoods import MSE, Likelihood
 from vae_lightning.losses import kl_divergence
-from vae_lightning.model import VAE
+from vae_lightning.models import MLPVAE, check_network
 
 #: SGD with the report's best momentum. The learning rate came from 5-epoch runs of the default
-#: config at 1e-3, 3e-3, 1e-2 and 3e-2 (README, "Choosing the learning rate").
+#: config at 1e-3, 3e-3, 1e-2 and 3e-2 (docs/training.md, "Choosing the learning rate").
 DEFAULT_LR = 3e-3
 DEFAULT_MOMENTUM = 0.9
 
 Batch = tuple[Tensor, Tensor]
-
 
 #: The loss terms logged for every stage: ``{stage}/loss`` is always RL + KL.
 TERM_NAMES = ("loss", "rl", "kl")
@@ -41,37 +40,32 @@ def default_optimizer(params) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=DEFAULT_LR, momentum=DEFAULT_MOMENTUM)
 
 
+def _objects_built_in_python(**arguments: object) -> list[str]:
+    """The names of the arguments that are objects built in Python rather than by the CLI. Under
+    LightningCLI the saved hyperparameters are the run's configuration (class paths and init
+    args), from which ``load_from_checkpoint`` rebuilds the objects; objects built in Python
+    would be pickled into the checkpoint instead, which ``weights_only`` loading refuses, so they
+    are left out and given again to ``load_from_checkpoint``."""
+    given = getattr(hparams_mixin, "_given_hyperparameters", None)
+    if given is not None and given.get() is not None:
+        return []
+    return [name for name, value in arguments.items() if value is not None]
+
+
 class VAEModule(LightningModule):
-    """A VAE trained on RL + KL, with metrics named ``{stage}/{loss,rl,kl}`` for TensorBoard.
+    """A VAE trained on RL + beta * KL, with metrics named ``{stage}/{loss,rl,kl}`` for TensorBoard.
 
     Args:
-        input_dim: pixels per image, D (784 for MNIST).
-        hidden_dims: encoder hidden widths, first to last, one entry per hidden layer;
-            the decoder mirrors them.
-        latent_dim: size of the latent code z, d.
-        mc_samples: Monte-Carlo samples of z per image for RL (N in eq. 15).
-        tied_weights: decoder reuses the encoder's weights transposed (own biases).
+        network: encoder and decoder (``vae_lightning.models``: ``MLPVAE``, ``ConvVAE`` or your own
+            ``VAENetwork``); in YAML a ``class_path`` and ``init_args``. ``None``: the report's
+            ``MLPVAE``. Its ``image_shape`` comes from the data.
+        likelihood: observation model p(x|z) (``vae_lightning.likelihoods``: ``MSE``, the
+            report's sum of squared errors; ``Gaussian``; ``Bernoulli``). ``None``: ``MSE``.
         optimizer: builds the optimizer from the parameters; in YAML a ``class_path`` and
             ``init_args``. ``None``: SGD, lr 3e-3, momentum 0.9.
-        likelihood: observation model p(x|z) (see ``vae_lightning.likelihoods``): ``mse`` the
-            report's sum of squared errors (a Gaussian with variance 1/2), ``gaussian`` a
-            Gaussian with std ``observation_std``, ``bernoulli`` cross-entropy on the logits.
-        observation_std: std of the ``gaussian`` likelihood (its initial value when learned).
-        learn_observation_std: learn the ``gaussian`` std (one for all pixels).
-        binarize: dynamic binarization: each training batch is drawn afresh as binary pixels
-            (1 with probability equal to the intensity); validation and test images are
-            binarized with fixed seeds. For ``bernoulli``, as in the published MNIST numbers.
-        noise_std: denoising: Gaussian noise of this std added to the encoder's input in
-            training; RL still compares the output with the clean image. 0: off.
-        linear: no nonlinearity (no hidden ReLU, no output sigmoid); with ``deterministic``,
-            the linear autoencoder that spans the PCA subspace. Not with ``bernoulli``.
-        deterministic: z = mu (no sampling) and no KL in the loss: a plain autoencoder.
-        iwae_samples: the K of each importance-weighted bound on the test log-likelihood,
-            logged as ``test/iwae_k{K}`` in nats per image; larger K is tighter and slower.
-        iwae_chunk_size: importance samples decoded at once (memory ~ chunk x batch x D).
-        denoise_std: std of the Gaussian noise added to test images for ``test/denoise_*``
-            (the model's reconstruction of noisy images vs the clean ones) and
-            ``test/noisy_*`` (the noisy images themselves). 0: off.
+        mc_samples: Monte-Carlo samples of z per image for RL (N in eq. 15).
+        noise_std: denoising: Gaussian noise of this std on the encoder's input in training; RL
+            still compares the output with the clean image. 0: off.
         kl_weight: beta, the weight of KL in the training objective RL + beta * KL. 1: the
             report's loss. ``{stage}/loss`` is always RL + KL, comparable across betas.
         kl_warmup: steps or epochs (``kl_warmup_interval``) over which the KL weight rises
@@ -81,97 +75,47 @@ class VAEModule(LightningModule):
 
     def __init__(
         self,
-        input_dim: int = 784,
-        hidden_dims: Sequence[int] = (512, 256),
-        latent_dim: int = 2,
-        mc_samples: int = 1,
-        tied_weights: bool = False,
+        network: nn.Module | None = None,
+        likelihood: Likelihood | None = None,
         optimizer: OptimizerCallable | None = None,
-        likelihood: Likelihood = "mse",
-        observation_std: float = 0.1,
-        learn_observation_std: bool = False,
-        binarize: bool = False,
+        mc_samples: int = 1,
         noise_std: float = 0.0,
-        linear: bool = False,
-        deterministic: bool = False,
-        iwae_samples: Sequence[int] = (1, 50),
-        iwae_chunk_size: int = 64,
-        denoise_std: float = 0.5,
         kl_weight: float = 1.0,
         kl_warmup: int = 0,
         kl_warmup_interval: Literal["step", "epoch"] = "step",
     ) -> None:
         super().__init__()
-        if likelihood == "bernoulli" and linear:
-            raise ValueError("model.linear needs likelihood mse or gaussian: the bernoulli likelihood needs the sigmoid")
-        if observation_std <= 0:
-            raise ValueError(f"model.observation_std must be positive, got {observation_std}")
-        if noise_std < 0 or denoise_std < 0:
-            raise ValueError(f"model.noise_std and model.denoise_std must be >= 0, got {noise_std} and {denoise_std}")
-        if not iwae_samples or min(iwae_samples) < 1:
-            raise ValueError(f"model.iwae_samples must be a non-empty list of counts >= 1, got {list(iwae_samples)}")
+        if mc_samples < 1:
+            raise ValueError(f"model.mc_samples must be at least 1, got {mc_samples}")
+        if noise_std < 0:
+            raise ValueError(f"model.noise_std must be >= 0, got {noise_std}")
         if kl_weight < 0 or kl_warmup < 0:
             raise ValueError(f"model.kl_weight and model.kl_warmup must be >= 0, got {kl_weight} and {kl_warmup}")
-        # the test-time settings stay out of the checkpoint, so `test --ckpt_path` takes them
-        # from its own command line instead of from the run that trained the model
-        self.save_hyperparameters(ignore=["iwae_samples", "iwae_chunk_size", "denoise_std"])
-        self.iwae_samples = list(iwae_samples)
-        self.iwae_chunk_size = iwae_chunk_size
-        self.denoise_std = denoise_std
-        self.model = VAE(
-            input_dim=input_dim,
-            hidden_dims=list(hidden_dims),
-            latent_dim=latent_dim,
-            mc_samples=mc_samples,
-            tied_weights=tied_weights,
-            linear=linear,
-        )
-        if likelihood == "gaussian":
-            log_std = torch.tensor(math.log(observation_std))
-            if learn_observation_std:
-                self.log_std = nn.Parameter(log_std)
-            else:
-                self.register_buffer("log_std", log_std)
-        else:
-            self.log_std = None
-        self.test_reconstruction = reconstruction_metrics("test/")
-        self.test_denoising = reconstruction_metrics("test/denoise_")
-        self.test_noisy_input = reconstruction_metrics("test/noisy_")
+        self.save_hyperparameters(ignore=_objects_built_in_python(network=network, likelihood=likelihood, optimizer=optimizer))
+        self.network = check_network(MLPVAE() if network is None else network)
+        self.likelihood = MSE() if likelihood is None else likelihood
+        self.input_noise = InputNoise(noise_std) if noise_std > 0 else nn.Identity()
         self.optimizer_factory = optimizer or default_optimizer
+        # a network that does not subclass VAENetwork gets the Gaussian posterior's
+        self._reparameterize = getattr(self.network, "reparameterize", reparameterize)
+        self._kl_divergence = getattr(self.network, "kl_divergence", kl_divergence)
         self._epoch_totals: dict[str, tuple[Tensor, int]] = {}  # stage -> (weighted sums, images), see _accumulate_terms
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``(x_hat, mu, logvar)``; x_hat is (N, B, D) for N = ``mc_samples`` (1 when deterministic)."""
-        logits, mu, logvar = self._decode_posterior(x)
-        return observation_mean(logits, self.hparams.linear), mu, logvar
+        """``(x_hat, mu, logvar)``; x_hat is (N, B, C, H, W) for N = ``mc_samples``."""
+        mu, logvar = self.network.encode(x)
+        logits = self.network.decode(self._reparameterize(mu, logvar, self.hparams.mc_samples))
+        return self.likelihood.mean(logits), mu, logvar
 
-    def _decode_posterior(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``(logits, mu, logvar)``, logits (N, B, D) for N draws of z, or for z = mu when deterministic."""
-        if not self.hparams.deterministic:
-            return self.model(x)
-        mu, logvar = self.model.encode(x)
-        return self.model.decode_logits(mu.unsqueeze(0)), mu, logvar
-
-    def log_likelihood(self, x: Tensor, logits: Tensor) -> Tensor:
-        """log p(x|z) in nats per image under this model's likelihood, (N, B) for (N, B, D) logits."""
-        return log_likelihood(x, logits, self.hparams.likelihood, self.log_std, self.hparams.linear)
-
-    def _observed(self, x: Tensor, stage: str, batch_idx: int) -> Tensor:
-        """The image the model encodes and reconstructs: ``x``, or its binarization when ``binarize``
-        (fresh in training, seeded by the batch index otherwise, so each epoch scores the same data)."""
-        if not self.hparams.binarize:
-            return x
-        return binarize(x, None if stage == "train" else seeded_generator(2 * batch_idx, x.device))
-
-    def _common_step(self, batch: Batch, stage: str, batch_idx: int = 0) -> tuple[Tensor, Tensor, Tensor]:
+    def _common_step(self, batch: Batch, stage: str) -> tuple[Tensor, Tensor, Tensor]:
         """``(objective, mu, logvar)`` of one batch; its loss terms are logged per epoch as
         ``{stage}/loss``, ``{stage}/rl``, ``{stage}/kl`` (``train/*_epoch``, and ``train/*_step``
         on the logged steps). The objective is RL + KL, in training RL + beta * KL."""
-        x = self._observed(batch[0], stage, batch_idx)
-        noisy = stage == "train" and self.hparams.noise_std > 0
-        logits, mu, logvar = self._decode_posterior(add_noise(x, self.hparams.noise_std) if noisy else x)
-        rl = reconstruction_term(x, logits, self.hparams.likelihood, self.log_std, self.hparams.linear)
-        kl = rl.new_zeros(()) if self.hparams.deterministic else kl_divergence(mu, logvar)
+        x = batch[0]
+        mu, logvar = self.network.encode(self.input_noise(x))  # noise only in training mode
+        logits = self.network.decode(self._reparameterize(mu, logvar, self.hparams.mc_samples))
+        rl = self.likelihood.reconstruction_loss(x, logits)
+        kl = self._kl_divergence(mu, logvar)
         terms = dict(zip(TERM_NAMES, (rl + kl, rl, kl)))
         self._accumulate_terms(stage, terms, x.shape[0])
         if stage != "train":
@@ -243,30 +187,11 @@ class VAEModule(LightningModule):
     def validation_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
         """The batch's loss and its posterior means and log-variances (B, d): callbacks such as
         ``LatentDiagnostics`` read them from ``outputs`` instead of encoding the batch again."""
-        loss, mu, logvar = self._common_step(batch, "val", batch_idx)
+        loss, mu, logvar = self._common_step(batch, "val")
         return {"loss": loss, "mu": mu.detach(), "logvar": logvar.detach()}
 
     def test_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        loss = self._common_step(batch, "test", batch_idx)[0]
-        self._log_test_metrics(self._observed(batch[0], "test", batch_idx), batch_idx)
-        return loss
-
-    def _log_test_metrics(self, x: Tensor, batch_idx: int) -> None:
-        """IWAE bounds on log p(x), reconstruction quality, and denoising quality of one test batch."""
-        if not self.hparams.deterministic:  # no posterior to importance-sample from
-            generator = torch.Generator().manual_seed(batch_idx)
-            bounds = iwae_bounds(
-                self.model, x, self.iwae_samples, self.log_likelihood, self.iwae_chunk_size, generator
-            )
-            self.log_dict({f"test/iwae_k{k}": b.mean() for k, b in bounds.items()}, batch_size=x.shape[0], sync_dist=True)
-        update_image_metrics(self.test_reconstruction, self.reconstruct(x), x)
-        self.log_dict(self.test_reconstruction)
-        if self.denoise_std > 0:
-            noisy = add_noise(x, self.denoise_std, seeded_generator(2 * batch_idx + 1, x.device))
-            update_image_metrics(self.test_denoising, self.reconstruct(noisy), x)
-            update_image_metrics(self.test_noisy_input, noisy, x)
-            self.log_dict(self.test_denoising)
-            self.log_dict(self.test_noisy_input)
+        return self._common_step(batch, "test")[0]
 
     def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
         """New images from the prior, one per input image, and the inputs' reconstructions."""
@@ -274,15 +199,20 @@ class VAEModule(LightningModule):
         return {"samples": self.generate(x.shape[0]), "inputs": x, "reconstructions": self.reconstruct(x)}
 
     @torch.no_grad()
+    def decode(self, z: Tensor) -> Tensor:
+        """The mean images (..., C, H, W) of p(x|z) for latent codes z (..., d)."""
+        return self.likelihood.mean(self.network.decode(z))
+
+    @torch.no_grad()
     def generate(self, num_images: int, generator: torch.Generator | None = None) -> Tensor:
-        """Decode ``num_images`` draws from N(0, I): (num_images, D) pixels in [0, 1]."""
-        return self.model.sample(num_images, generator=generator)
+        """Decode ``num_images`` draws from N(0, I): mean images (num_images, C, H, W)."""
+        z = torch.randn(num_images, self.network.latent_dim, generator=generator)  # on the CPU: a seed gives the same z anywhere
+        return self.decode(z.to(self.device))
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor) -> Tensor:
-        """Decode the posterior mean of each image in ``x``: (B, D) pixels in [0, 1]."""
-        mu, _ = self.model.encode(x)
-        return self.model.decode(mu)
+        """Decode the posterior mean of each image in ``x``: mean images (B, C, H, W)."""
+        return self.decode(self.network.encode(x)[0])
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.optimizer_factory(self.parameters())
@@ -291,15 +221,19 @@ class VAEModule(LightningModule):
     def load_from_checkpoint(cls, checkpoint_path, *args, weights_only: bool | None = True, **kwargs) -> VAEModule:  # type: ignore[override]
         """Lightning's loader with ``weights_only=True`` (no pickled code from the file runs) and a
         ``CheckpointError`` naming the problem for a missing file, a file that is not a checkpoint,
-        or weights that do not fit the model (e.g. ``latent_dim=...`` overridden in ``kwargs``)."""
-        if "://" not in str(checkpoint_path):
-            read_checkpoint(checkpoint_path)
+        or weights that do not fit the model (e.g. a ``network=...`` override of another size)."""
+        saved = read_checkpoint(checkpoint_path).get("hyper_parameters") or {} if "://" not in str(checkpoint_path) else {}
         try:
-            return super().load_from_checkpoint(checkpoint_path, *args, weights_only=weights_only, **kwargs)
+            module = super().load_from_checkpoint(checkpoint_path, *args, weights_only=weights_only, **kwargs)
         except RuntimeError as err:
             details = " ".join(line.strip() for line in str(err).splitlines()[1:4])
             overrides = sorted(set(kwargs) - {"map_location", "hparams_file", "strict"})
             raise CheckpointError(
                 f"checkpoint {checkpoint_path} does not fit the model built from its settings with the "
-                f"overrides {overrides}: {details} Load it without overriding its architecture."
+                f"overrides {overrides}: {details} A checkpoint of a module built in Python (not by the CLI) "
+                f"needs its network passed again: load_from_checkpoint(path, network=...)."
             ) from err
+        # rebuilt from the saved configuration, the objects are again described by it, so a
+        # checkpoint of the loaded module can be loaded in turn
+        module.hparams.update({name: saved[name] for name in ("network", "likelihood", "optimizer") if name in saved and name not in kwargs})
+        return module

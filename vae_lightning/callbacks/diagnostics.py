@@ -23,8 +23,8 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 from torch.nn.utils import get_total_norm
 
-from vae_lightning.callbacks import checked_every_n_epochs, due_after_validation, tensorboard_writers
-from vae_lightning.latent import active_units, latent_statistics
+from vae_lightning.callbacks.schedule import checked_every_n_epochs, due_after_validation, tensorboard_writers
+from vae_lightning.latent import active_units, latent_statistics, posterior_std
 from vae_lightning.losses import kl_divergence_per_dim
 
 
@@ -72,7 +72,7 @@ class GradientDiagnostics(Callback):
         update_ratio: log ``grad/update_ratio/<layer>`` (copies the weights on logged steps).
     """
 
-    def __init__(self, every_n_steps: int | None = None, count_every_step: bool = True, update_ratio: bool = True) -> None:
+    def __init__(self, every_n_steps: int | None = None, count_every_step: bool = False, update_ratio: bool = True) -> None:
         super().__init__()
         if every_n_steps is not None and every_n_steps < 1:
             raise ValueError(
@@ -213,7 +213,7 @@ class LatentDiagnostics(Callback):
         if isinstance(outputs, Mapping) and "mu" in outputs:
             mu, logvar = outputs["mu"], outputs["logvar"]
         else:
-            mu, logvar = pl_module.model.encode(batch[0])
+            mu, logvar = pl_module.network.encode(batch[0])
         self._mu.append(mu.detach().float())
         self._logvar.append(logvar.detach().float())
 
@@ -235,7 +235,7 @@ class LatentDiagnostics(Callback):
 
     @rank_zero_only
     def _log_histograms(self, trainer: Trainer, mu: Tensor, logvar: Tensor) -> None:
-        sigma = torch.exp(0.5 * logvar)
+        sigma = posterior_std(logvar)
         for writer in tensorboard_writers(trainer):
             for i in range(mu.shape[1]):
                 writer.add_histogram(f"latent/mu{i + 1}", mu[:, i], global_step=trainer.global_step)

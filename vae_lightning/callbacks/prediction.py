@@ -19,7 +19,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torchvision.utils import save_image
 
-from vae_lightning.images import as_images, grid_rows, save_image_grid
+from vae_lightning.images import grid_rows, save_image_grid
 
 Kind = Literal["samples", "inputs", "reconstructions"]
 KINDS: tuple[str, ...] = ("samples", "inputs", "reconstructions")
@@ -35,7 +35,7 @@ class ImagePredictionWriter(BasePredictionWriter):
     Args:
         output_dir: folder for the PNGs; ``None``: ``predictions/`` inside the run's log
             folder (``lightning_logs/version_N/predictions``, beside the run's config.yaml).
-        individual: also write each image as its own 28x28 PNG, ``<kind>/<index>.png``.
+        individual: also write each image as its own PNG, ``<kind>/<index>.png``.
         kinds: which outputs of predict_step to write: ``samples`` (decoded draws of
             z ~ N(0, I)), ``inputs`` (the test images), ``reconstructions`` (their decoded
             posterior means).
@@ -90,7 +90,7 @@ class ImagePredictionWriter(BasePredictionWriter):
             save_image_grid(images, folder / f"{kind}.png", nrow=self.nrow or grid_rows(len(images)))
             if self.individual:
                 (folder / kind).mkdir(parents=True, exist_ok=True)
-                for index, image in enumerate(as_images(images)):
+                for index, image in enumerate(images):
                     save_image(image, folder / kind / f"{index:05d}.png")
         self._batches = {}
         rank_zero_info(f"Predicted images ({', '.join(self.kinds)}) written to {folder}")

@@ -6,28 +6,11 @@ from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
+from vae_lightning.callbacks.schedule import checked_every_n_epochs, due_after_validation, tensorboard_writers
 from vae_lightning.images import grid_rows, image_grid
-
-
-def tensorboard_writers(trainer: Trainer) -> list[Any]:
-    """The ``SummaryWriter`` of every TensorBoard logger of ``trainer`` (pictures go only there)."""
-    return [logger.experiment for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
-
-
-def checked_every_n_epochs(every_n_epochs: int) -> int:
-    """``every_n_epochs`` of a per-validation callback, refused unless at least 1."""
-    if every_n_epochs < 1:
-        raise ValueError(f"every_n_epochs must be at least 1, got {every_n_epochs}")
-    return every_n_epochs
-
-
-def due_after_validation(trainer: Trainer, every_n_epochs: int) -> bool:
-    """Whether a per-validation callback acts this epoch: every n-th epoch, never in the sanity check."""
-    return not trainer.sanity_checking and (trainer.current_epoch + 1) % every_n_epochs == 0
 
 
 def _log_image(trainer: Trainer, tag: str, grid: Tensor) -> None:
@@ -93,5 +76,5 @@ class ReconstructionGrid(Callback):
             return
         images = self._images.to(pl_module.device)
         reconstructions = pl_module.reconstruct(images)
-        pairs = torch.stack([images, reconstructions], dim=1).flatten(0, 1)  # (2n, D): original, reconstruction
+        pairs = torch.stack([images, reconstructions], dim=1).flatten(0, 1)  # (2n, C, H, W): original, reconstruction
         _log_image(trainer, self.tag, image_grid(pairs, nrow=2 * grid_rows(self.num_images)))

@@ -3,8 +3,7 @@
 A truncated copy or a partly written download would otherwise either fail deep inside
 torchvision's parser with an unrelated message, or (a corrupt but full-length file) train on
 wrong pixels without a word. Sizes are checked for every dataset; MNIST's files are also
-checked against their MD5 sums (about 0.1-0.3 s for its 55 MB, once per process). For
-Fashion-MNIST only the gzip archives' sums are published, so its files get the size check.
+checked against their MD5 sums (about 0.1-0.3 s for its 55 MB, once per process).
 """
 
 from __future__ import annotations
@@ -12,6 +11,8 @@ from __future__ import annotations
 import hashlib
 from functools import lru_cache
 from pathlib import Path
+
+from vae_lightning.errors import CorruptDataError
 
 #: Uncompressed IDX files per dataset folder: ``name -> (bytes, md5 or None)``. The MNIST
 #: sums are those of ``../shared/data/MNIST/MD5SUMS`` (the originals, as torchvision extracts them).
@@ -22,17 +23,11 @@ EXPECTED_FILES: dict[str, dict[str, tuple[int, str | None]]] = {
         "t10k-images-idx3-ubyte": (7_840_016, "2646ac647ad5339dbf082846283269ea"),
         "t10k-labels-idx1-ubyte": (10_008, "27ae3e4e09519cfbb04c329615203637"),
     },
-    "FashionMNIST": {  # same IDX layout and counts as MNIST, so the same sizes
-        "train-images-idx3-ubyte": (47_040_016, None),
-        "train-labels-idx1-ubyte": (60_008, None),
-        "t10k-images-idx3-ubyte": (7_840_016, None),
-        "t10k-labels-idx1-ubyte": (10_008, None),
-    },
 }
-
-
-class CorruptDataError(RuntimeError):
-    """A dataset file is present but is not the expected file (wrong size or MD5 sum)."""
+# Fashion-MNIST and KMNIST have MNIST's IDX layout and counts, so its sizes; only the sums of
+# their gzip archives are published, so the uncompressed files get the size check alone.
+for _folder in ("FashionMNIST", "KMNIST"):
+    EXPECTED_FILES[_folder] = {name: (size, None) for name, (size, _) in EXPECTED_FILES["MNIST"].items()}
 
 
 def split_files(train: bool) -> tuple[str, str]:

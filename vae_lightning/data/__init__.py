@@ -1,0 +1,16 @@
+"""The data: a LightningDataModule over torchvision's datasets and image folders, held in memory."""
+
+from vae_lightning.data.datamodule import ImageDataModule, train_val_split
+from vae_lightning.data.loader import TensorBatchLoader, to_pixels
+from vae_lightning.data.sources import DatasetName
+from vae_lightning.errors import CorruptDataError, DataNotFoundError
+
+__all__ = [
+    "CorruptDataError",
+    "DataNotFoundError",
+    "DatasetName",
+    "ImageDataModule",
+    "TensorBatchLoader",
+    "to_pixels",
+    "train_val_split",
+]

@@ -1,0 +1,173 @@
+"""The LightningDataModule: a dataset's images held in memory as uint8 tensors, served as
+(B, C, H, W) float pixels in [0, 1] with their labels.
+
+Pixels are scaled to [0, 1] and not standardised: the decoder's sigmoid output and the squared
+error need targets in [0, 1]. ``fit`` and ``validate`` use a seeded split of the training images;
+``test`` and ``predict`` use the test images.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import torch
+from lightning.pytorch import LightningDataModule
+from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor
+from torch.utils.data import DataLoader, TensorDataset
+
+from vae_lightning.corruption import binarize as binarized, seeded_generator
+from vae_lightning.data.loader import PixelBatch, TensorBatchLoader, to_pixels
+from vae_lightning.data.sources import DatasetName, ImageShape, download_split, image_shape, read_split
+
+
+def train_val_split(num_images: int, val_size: int, seed: int) -> tuple[Tensor, Tensor]:
+    """Indices ``(train, val)`` of the seeded split of the training images, shared by every
+    consumer of the split (the datamodule, the benchmarks) so they hold out the same images."""
+    order = torch.randperm(num_images, generator=torch.Generator().manual_seed(seed))
+    return order[val_size:], order[:val_size]
+
+
+class ImageDataModule(LightningDataModule):
+    """Images as (B, C, H, W) float pixels in [0, 1] with their labels.
+
+    Args:
+        data_dir: folder holding the dataset: ``MNIST/raw`` (``FashionMNIST/raw``, ``KMNIST/raw``)
+            with the IDX files, ``cifar-10-batches-py``, or for ``image_folder`` the folders
+            ``train/<class>/`` and ``test/<class>/`` of images.
+        dataset: ``mnist``, ``fashion_mnist``, ``kmnist``, ``cifar10`` or ``image_folder``.
+        batch_size: images per batch (per process when distributed).
+        val_size: training images held out for validation.
+        num_workers: 0 serves batches in-process from tensors (fastest); more uses a
+            ``DataLoader`` with that many worker processes.
+        download: fetch the files into ``data_dir`` when they are missing (not ``image_folder``).
+        split_seed: seed of the train/validation split, of the shuffling order and of the fixed
+            binarization of the validation and test images.
+        predict_size: test images served to ``predict`` (one generated image each).
+        data_on_device: hold the tensors on the accelerator and index batches there, so no
+            host-to-device copy happens per step (MNIST is 47 MB as uint8).
+        image_size: resize every image to ``image_size`` x ``image_size`` as it is read; ``None``:
+            as stored (an image folder's images must then share one size).
+        channels: 1 (grayscale) or 3 (RGB), converting as the images are read; ``None``: as stored.
+        binarize: dynamic binarization: each training batch is drawn afresh as binary pixels
+            (1 with probability equal to the intensity), the validation and test images once with
+            a fixed seed; the setting of the published MNIST log-likelihoods (``Bernoulli``).
+    """
+
+    def __init__(
+        self,
+        data_dir: str = "data",
+        dataset: DatasetName = "mnist",
+        batch_size: int = 128,
+        val_size: int = 5000,
+        num_workers: int = 0,
+        download: bool = True,
+        split_seed: int = 42,
+        predict_size: int = 64,
+        data_on_device: bool = False,
+        image_size: int | None = None,
+        channels: Literal[1, 3] | None = None,
+        binarize: bool = False,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"data.batch_size must be at least 1, got {batch_size}")
+        if val_size < 1:
+            raise ValueError(f"data.val_size must be at least 1, got {val_size}")
+        if image_size is not None and image_size < 1:
+            raise ValueError(f"data.image_size must be at least 1 (or null), got {image_size}")
+        if channels not in (None, 1, 3):
+            raise ValueError(f"data.channels must be 1, 3 or null, got {channels}")
+        self.save_hyperparameters()
+        self.data_dir = Path(data_dir).expanduser()
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.val_size = val_size
+        self.num_workers = num_workers
+        self.download = download
+        self.split_seed = split_seed
+        self.predict_size = predict_size
+        self.data_on_device = data_on_device
+        self.image_size = image_size
+        self.channels = channels
+        self.binarize = binarize
+        self.splits: dict[str, tuple[Tensor, Tensor]] = {}  # name -> (uint8 images, labels)
+
+    @property
+    def image_shape(self) -> ImageShape:
+        """(channels, height, width) of the images served; the CLI hands it to the network."""
+        return image_shape(self.dataset, self.data_dir, self.channels, self.image_size)
+
+    def prepare_data(self) -> None:
+        """Download the files once (on one process) when allowed and missing."""
+        if self.download:
+            for train in (True, False):
+                download_split(self.dataset, self.data_dir, train)
+
+    def _read(self, train: bool) -> tuple[Tensor, Tensor]:
+        return read_split(self.dataset, self.data_dir, train, False, self.channels, self.image_size)
+
+    def _fixed(self, images: Tensor, seed: int) -> Tensor:
+        """Validation/test images as scored every epoch: binarized once, with ``seed``, when ``binarize``."""
+        if not self.binarize:
+            return images
+        return binarized(to_pixels(images), seeded_generator(seed)).mul_(255).to(torch.uint8)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load the tensors for ``stage`` once; later calls reuse them."""
+        if stage in (None, "fit", "validate") and "train" not in self.splits:
+            images, labels = self._read(train=True)
+            if not 0 < self.val_size < len(images):
+                raise ValueError(
+                    f"data.val_size must be between 1 and {len(images) - 1} for the {len(images)} training images "
+                    f"of {self.dataset}, got {self.val_size}"
+                )
+            train_idx, val_idx = train_val_split(len(images), self.val_size, self.split_seed)
+            self.splits["train"] = (images[train_idx], labels[train_idx])
+            self.splits["val"] = (self._fixed(images[val_idx], self.split_seed), labels[val_idx])
+            rank_zero_info(f"{self.dataset}: {len(train_idx)} training and {len(val_idx)} validation images of {tuple(images.shape[1:])}")
+        if stage in (None, "test", "predict") and "test" not in self.splits:
+            images, labels = self._read(train=False)
+            self.splits["test"] = (self._fixed(images, self.split_seed + 1), labels)
+        if self.data_on_device and self.trainer is not None:
+            device = self.trainer.strategy.root_device
+            self.splits = {name: (x.to(device), y.to(device)) for name, (x, y) in self.splits.items()}
+
+    def _loader(self, split: str, shuffle: bool, limit: int | None = None) -> TensorBatchLoader | DataLoader:
+        images, labels = self.splits[split]
+        if limit is not None:
+            images, labels = images[:limit], labels[:limit]
+        pixels = PixelBatch(binarize=self.binarize and split == "train")
+        if self.num_workers > 0:
+            return DataLoader(
+                TensorDataset(images, labels),
+                batch_size=self.batch_size,
+                shuffle=shuffle,
+                num_workers=self.num_workers,
+                persistent_workers=True,
+                collate_fn=pixels.collate,
+            )
+        trainer = self.trainer
+        return TensorBatchLoader(
+            images,
+            labels,
+            self.batch_size,
+            shuffle=shuffle,
+            pixels=pixels,
+            seed=self.split_seed,
+            num_replicas=trainer.world_size if trainer is not None else 1,
+            rank=trainer.global_rank if trainer is not None else 0,
+        )
+
+    def train_dataloader(self) -> TensorBatchLoader | DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> TensorBatchLoader | DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> TensorBatchLoader | DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> TensorBatchLoader | DataLoader:
+        return self._loader("test", shuffle=False, limit=self.predict_size)

@@ -1,0 +1,181 @@
+"""Reading a dataset's split once into memory: uint8 images (N, C, H, W) and int64 labels.
+
+- ``mnist``, ``fashion_mnist``, ``kmnist``: torchvision's classes over the IDX files in
+  ``<data_dir>/<MNIST|FashionMNIST|KMNIST>/raw`` (sizes, and MNIST's MD5 sums, checked first);
+- ``cifar10``: torchvision's class over ``<data_dir>/cifar-10-batches-py``, whose files
+  torchvision checks against their published MD5 sums;
+- ``image_folder``: torchvision's ``ImageFolder`` layout, ``<data_dir>/train/<class>/*.png`` and
+  ``<data_dir>/test/<class>/*.png`` (any format PIL reads), the class folders giving the labels.
+
+``image_size`` and ``channels`` resize and convert the images as they are read (for every
+dataset), so a network for 3x32x32 images can train on MNIST, or one for 1x28x28 on photos.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Literal
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+from torchvision import datasets
+from torchvision.transforms.v2 import functional as TF
+
+from vae_lightning.data.integrity import verify_raw_files
+from vae_lightning.errors import CorruptDataError, DataNotFoundError
+
+DatasetName = Literal["mnist", "fashion_mnist", "kmnist", "cifar10", "image_folder"]
+ImageShape = tuple[int, int, int]
+
+_IDX_CLASSES: dict[str, type[datasets.MNIST]] = {
+    "mnist": datasets.MNIST,
+    "fashion_mnist": datasets.FashionMNIST,
+    "kmnist": datasets.KMNIST,
+}
+#: (channels, height, width) of each dataset as published (image folders: read from the files).
+NATIVE_SHAPES: dict[str, ImageShape] = {name: (1, 28, 28) for name in _IDX_CLASSES} | {"cifar10": (3, 32, 32)}
+SPLIT_FOLDERS = {True: "train", False: "test"}  # image_folder's split -> subfolder
+
+
+def dataset_folder(dataset: DatasetName, data_dir: Path) -> Path:
+    """The folder the dataset's files are read from, for messages."""
+    if dataset in _IDX_CLASSES:
+        return data_dir / _IDX_CLASSES[dataset].__name__ / "raw"
+    if dataset == "cifar10":
+        return data_dir / datasets.CIFAR10.base_folder
+    return data_dir
+
+
+def adapt(images: Tensor, channels: int | None, image_size: int | None) -> Tensor:
+    """Images (N, C, H, W) with ``channels`` (1: grayscale, 3: RGB) and ``image_size`` x
+    ``image_size`` pixels; ``None`` keeps what the images have."""
+    if channels is not None and channels != images.shape[-3]:
+        images = TF.rgb_to_grayscale(images) if channels == 1 else images.expand(*images.shape[:-3], 3, *images.shape[-2:])
+    if image_size is not None and tuple(images.shape[-2:]) != (image_size, image_size):
+        images = TF.resize(images, [image_size, image_size], antialias=True)
+    return images.contiguous()
+
+
+def _read_idx(dataset_class: type[datasets.MNIST], data_dir: Path, train: bool, download: bool) -> tuple[Tensor, Tensor]:
+    name = dataset_class.__name__
+    raw_folder = data_dir / name / "raw"
+    verify_raw_files(raw_folder, train)  # a wrong file is an error here, not wrong training
+    try:
+        ds = dataset_class(str(data_dir), train=train, download=download)
+    except RuntimeError as err:
+        raise _not_found(name, raw_folder, download, f"{name}/raw", err) from err
+    return ds.data.unsqueeze(1), ds.targets.clone()
+
+
+def _read_cifar10(data_dir: Path, train: bool, download: bool) -> tuple[Tensor, Tensor]:
+    cls = datasets.CIFAR10
+    folder = data_dir / cls.base_folder
+    try:
+        ds = cls(str(data_dir), train=train, download=download)
+    except RuntimeError as err:  # torchvision's "Dataset not found or corrupted": say which
+        files = [*cls.train_list, *cls.test_list, [cls.meta["filename"], cls.meta["md5"]]]
+        missing = [name for name, _ in files if not (folder / name).is_file()]
+        if missing:
+            raise _not_found("CIFAR-10", folder, download, cls.base_folder, err) from err
+        bad = next(name for name, md5 in files if not datasets.utils.check_integrity(str(folder / name), md5))
+        raise CorruptDataError(
+            f"CIFAR-10 file {folder / bad} is corrupt: its MD5 sum is not the published one. Delete it and run "
+            f"with --data.download true to fetch a fresh copy, or copy it again from a good source."
+        ) from err
+    return torch.from_numpy(ds.data).permute(0, 3, 1, 2), torch.tensor(ds.targets)
+
+
+def _not_found(name: str, folder: Path, download: bool, layout: str, err: Exception) -> DataNotFoundError:
+    if download:
+        return DataNotFoundError(
+            f"could not download {name} into {folder}: {err}. Copy its files there by hand, or point "
+            f"--data.data_dir at a folder that holds {layout}."
+        )
+    return DataNotFoundError(
+        f"{name} not found: looked for its files in {folder}. Point --data.data_dir at the folder that holds "
+        f"{layout} (e.g. --data.data_dir ../shared/data), or pass --data.download true to fetch it."
+    )
+
+
+def _image_folder_samples(folder: Path) -> tuple[list[tuple[str, int]], list[str]]:
+    """``[(path, class index)]`` and the class names of an ``ImageFolder`` layout, or a clear error."""
+    if not folder.is_dir():
+        raise DataNotFoundError(
+            f"image folder {folder} does not exist. data.dataset image_folder reads "
+            f"<data_dir>/train/<class>/*.png and <data_dir>/test/<class>/*.png: point --data.data_dir at their parent."
+        )
+    try:
+        classes, class_to_idx = datasets.folder.find_classes(str(folder))
+        samples = datasets.folder.make_dataset(str(folder), class_to_idx, extensions=datasets.folder.IMG_EXTENSIONS)
+    except FileNotFoundError as err:
+        raise DataNotFoundError(
+            f"no images found in {folder}: {err}. Put each class's images in a subfolder, "
+            f"{folder}/<class>/<image>.png (extensions: {', '.join(datasets.folder.IMG_EXTENSIONS)})."
+        ) from err
+    return samples, classes
+
+
+def _open_image(path: str, channels: int | None) -> Image.Image:
+    try:
+        image = Image.open(path)
+        image.load()
+    except (UnidentifiedImageError, OSError) as err:
+        raise CorruptDataError(f"cannot read image {path}: {err}. Delete or replace the file.") from err
+    if channels is None:
+        channels = 1 if image.mode in ("1", "L", "LA", "I", "I;16", "F") else 3
+    return image.convert("L" if channels == 1 else "RGB")
+
+
+def image_folder_shape(data_dir: Path, channels: int | None, image_size: int | None) -> ImageShape:
+    """The shape the images of ``<data_dir>/train`` will have, from its first image."""
+    samples, _ = _image_folder_samples(data_dir / SPLIT_FOLDERS[True])
+    image = _open_image(samples[0][0], channels)
+    c = 1 if image.mode == "L" else 3
+    return (c, image_size, image_size) if image_size is not None else (c, image.height, image.width)
+
+
+def _read_image_folder(data_dir: Path, train: bool, channels: int | None, image_size: int | None) -> tuple[Tensor, Tensor]:
+    folder = data_dir / SPLIT_FOLDERS[train]
+    samples, _ = _image_folder_samples(folder)
+    first = _open_image(samples[0][0], channels)
+    mode = first.mode  # every image takes the first one's mode, so all have its channels
+    images = []
+    for path, _ in samples:
+        image = TF.pil_to_tensor(_open_image(path, 1 if mode == "L" else 3))
+        if image_size is None and images and image.shape[-2:] != images[0].shape[-2:]:
+            raise CorruptDataError(
+                f"images of different sizes in {folder}: {samples[0][0]} is {first.width}x{first.height}, "
+                f"{path} is {image.shape[-1]}x{image.shape[-2]}. Set --data.image_size to resize them all."
+            )
+        images.append(adapt(image, None, image_size))
+    return torch.stack(images), torch.tensor([label for _, label in samples])
+
+
+def read_split(
+    dataset: DatasetName, data_dir: Path, train: bool, download: bool, channels: int | None, image_size: int | None
+) -> tuple[Tensor, Tensor]:
+    """``(images, labels)`` of the training (``train``) or test split: uint8 (N, C, H, W), int64 (N,)."""
+    if dataset == "image_folder":
+        return _read_image_folder(data_dir, train, channels, image_size)
+    readers: dict[str, Callable[[Path, bool, bool], tuple[Tensor, Tensor]]] = {
+        name: partial(_read_idx, cls) for name, cls in _IDX_CLASSES.items()
+    } | {"cifar10": _read_cifar10}
+    images, labels = readers[dataset](data_dir, train, download)
+    return adapt(images, channels, image_size), labels
+
+
+def download_split(dataset: DatasetName, data_dir: Path, train: bool) -> None:
+    """Fetch the split's files into ``data_dir`` when missing (an image folder has none to fetch)."""
+    if dataset != "image_folder":
+        read_split(dataset, data_dir, train, download=True, channels=None, image_size=None)
+
+
+def image_shape(dataset: DatasetName, data_dir: Path, channels: int | None, image_size: int | None) -> ImageShape:
+    """(channels, height, width) of the images as served, before any is read (image folders: from the first)."""
+    if dataset == "image_folder":
+        return image_folder_shape(data_dir, channels, image_size)
+    c, h, w = NATIVE_SHAPES[dataset]
+    return (channels or c, image_size or h, image_size or w)

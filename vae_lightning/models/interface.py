@@ -1,0 +1,87 @@
+"""What ``VAEModule`` needs of a network, and the report's Gaussian posterior as its default.
+
+A network is a plain ``nn.Module`` with:
+
+- ``latent_dim``: the size d of z;
+- ``encode(x)``: images (B, C, H, W) -> ``(mu, logvar)``, each (B, d), the parameters of the
+  diagonal Gaussian q(z|x);
+- ``decode(z)``: latent codes (..., d) -> logits (..., C, H, W), the decoder's output before
+  the likelihood's link (a sigmoid for the default likelihood), so a Bernoulli likelihood can
+  use them directly.
+
+Subclassing :class:`VAENetwork` adds ``image_shape`` (linked from the data by the CLI), the
+reparameterization and the KL term, and the ``deterministic`` option that turns any network
+into a plain autoencoder. A network that does not subclass it gets the Gaussian ones.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+from vae_lightning.latent import reparameterize
+from vae_lightning.losses import kl_divergence
+
+#: Images as (channels, height, width), e.g. (1, 28, 28) for MNIST or (3, 32, 32) for CIFAR-10.
+ImageShape = tuple[int, int, int]
+
+_REQUIRED = ("encode", "decode", "latent_dim")
+
+
+class VAENetwork(nn.Module):
+    """Base class of the networks: subclasses build their layers and implement ``encode`` and ``decode``.
+
+    Args:
+        image_shape: (channels, height, width) of the images; set from the data by the CLI.
+        latent_dim: size of z, d (2 in the report's figures).
+        deterministic: a plain autoencoder: z = mu, no KL term and no log-variance head. Its
+            posterior is a point mass, so ``encode`` returns log sigma^2 = -inf.
+    """
+
+    def __init__(self, image_shape: ImageShape = (1, 28, 28), latent_dim: int = 2, deterministic: bool = False) -> None:
+        super().__init__()
+        if len(image_shape) != 3 or any(int(n) < 1 for n in image_shape):
+            raise ValueError(f"image_shape must be (channels, height, width), got {tuple(image_shape)}")
+        if latent_dim < 1:
+            raise ValueError(f"latent_dim must be positive, got {latent_dim}")
+        self.image_shape: ImageShape = tuple(int(n) for n in image_shape)  # type: ignore[assignment]
+        self.latent_dim = latent_dim
+        self.deterministic = deterministic
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Posterior parameters ``(mu, logvar)`` of q(z|x), each (B, d), for images (B, C, H, W)."""
+        raise NotImplementedError
+
+    def decode(self, z: Tensor) -> Tensor:
+        """Logits (..., C, H, W) of p(x|z) for latent codes (..., d)."""
+        raise NotImplementedError
+
+    def reparameterize(self, mu: Tensor, logvar: Tensor, samples: int = 1) -> Tensor:
+        """``samples`` draws of z, (samples, B, d); for a deterministic network the one code z = mu."""
+        if self.deterministic:
+            return mu.unsqueeze(0)
+        return reparameterize(mu, logvar, samples)
+
+    def kl_divergence(self, mu: Tensor, logvar: Tensor) -> Tensor:
+        """The KL term of the loss: KL(q(z|x) || N(0, I)) per image, or 0 for a plain autoencoder."""
+        if self.deterministic:
+            return mu.new_zeros(())
+        return kl_divergence(mu, logvar)
+
+    def point_mass_logvar(self, mu: Tensor) -> Tensor:
+        """log sigma^2 of a deterministic encoder: -inf, sigma = 0."""
+        return mu.new_full(mu.shape, float("-inf"))
+
+
+def check_network(network: Any) -> nn.Module:
+    """``network`` if it has what the module needs; otherwise a ``TypeError`` naming what is missing."""
+    if not isinstance(network, nn.Module):
+        raise TypeError(f"model.network must be a torch.nn.Module, got {type(network).__name__}")
+    missing = [name for name in _REQUIRED if not hasattr(network, name)]
+    if missing:
+        raise TypeError(
+            f"model.network {type(network).__name__} lacks {', '.join(missing)}: a network needs encode(x) -> "
+            "(mu, logvar), decode(z) -> logits and latent_dim (subclass vae_lightning.models.VAENetwork)"
+        )
+    return network
