@@ -3,8 +3,9 @@
 ``python -m vae_lightning {fit,validate,test,predict} --config configs/default.yaml``; any
 option of the YAML can be overridden as ``--section.key value``. Everything a run is made of
 (network, likelihood, callbacks, progress bar) is configuration; this class adds only what
-LightningCLI cannot do: the process-wide numeric settings before anything is built, the image
-shape handed from the data to the network, and checkpoint checks before a run starts.
+LightningCLI cannot do by itself: the process-wide numeric settings before anything is built,
+the image shape handed from the data to the network, the ``evaluation`` (``test``) and
+``prediction`` (``predict``) sections, and checkpoint checks before a run starts.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from lightning.pytorch.cli import ArgsType, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
+from vae_lightning.callbacks import ImagePredictionWriter
 from vae_lightning.checkpoints import check_checkpoint, differing_settings, newest_last_checkpoint, read_checkpoint
 from vae_lightning.data import ImageDataModule
 from vae_lightning.errors import CheckpointError, UserError, run_reporting_user_errors
+from vae_lightning.evaluation import TestMetrics
 from vae_lightning.module import VAEModule
 from vae_lightning.numerics import MATMUL_PRECISIONS, apply_numerics
 
@@ -50,6 +53,10 @@ class VAECLI(LightningCLI):
         )
         # the network's input shape is the data's: switching datasets needs no second setting
         parser.link_arguments("data.image_shape", "model.network.init_args.image_shape", apply_on="instantiate")
+        # the settings of `test` and `predict` as sections of their own (callbacks LightningCLI adds
+        # to the trainer's), so those commands take them on their command line: --evaluation.iwae_samples
+        parser.add_lightning_class_args(TestMetrics, "evaluation")
+        parser.add_lightning_class_args(ImagePredictionWriter, "prediction")
 
     def before_instantiate_classes(self) -> None:
         """Apply the numeric settings before anything is built (the denormal mode reaches every
