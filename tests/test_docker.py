@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from vae_lightning.cli import main
-from vae_lightning.prediction import ImagePredictionWriter
+from vae_lightning.callbacks import ImagePredictionWriter
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO_ROOT / "Dockerfile"
