@@ -1,18 +1,19 @@
-"""One trial = one ordinary run of the project's CLI (``vae_lightning.cli.main``), with the
-experiment's base config, its fixed overrides, the trial's setting and seed, and its own
-TensorBoard version folder. This module turns a setting into CLI arguments and a finished
-run into the numbers the study stores."""
+"""One trial = one ordinary run of the project's CLI (``vae_lightning.cli.main``): the experiment's
+base config, its fixed overrides, the trial's setting and seed, its own TensorBoard version
+folder, and its console output kept in that folder's ``log.txt``."""
 
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import math
+import os
 import re
+import sys
 import tempfile
 import time
-from dataclasses import dataclass
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,151 +24,123 @@ from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from vae_lightning.cli import main
-from vae_lightning.experiments.spec import Experiment, ExperimentError, GridValue, format_value, short_key
+from vae_lightning.errors import NonFiniteLossError, UserError
+from vae_lightning.experiments.spec import Experiment, ExperimentError, format_value, short_key
 
-#: Folder, under an experiment's run folder, that holds one TensorBoard version folder per trial.
+#: Folder, under an experiment's run folder, with one TensorBoard version folder per trial.
 TRIALS_DIR = "trials"
-#: Scalars the HParams tab shows beside each trial's options (final validation metrics).
-HPARAM_METRICS = {"hp/val_loss": "val/loss", "hp/val_rl": "val/rl", "hp/val_kl": "val/kl"}
+#: Final validation metrics, as the study stores them and TensorBoard's HParams tab shows them.
+METRICS = {"val_loss": "val/loss", "val_rl": "val/rl", "val_kl": "val/kl"}
 
 
 class TrainingFailed(RuntimeError):
     """A trial's run diverged (non-finite loss) or raised; the message is the reason recorded."""
 
 
-@dataclass(frozen=True)
-class RunResult:
-    """What a finished run leaves in the study: final validation metrics, epochs, wall time."""
-
-    val_loss: float
-    val_rl: float
-    val_kl: float
-    epochs: int
-    wall_time_s: float
-    run_dir: str
-
-
 class TrialHyperparameters(Callback):
-    """Logs a trial's varied options (and seed) as TensorBoard hyperparameters, so the HParams tab
-    lines trials up by setting; the final validation metrics fill its ``hp/...`` columns.
+    """Logs a trial's varied options and seed as TensorBoard hyperparameters, beside its final
+    ``hp/val_loss``, ``hp/val_rl`` and ``hp/val_kl``, so the HParams tab lines trials up.
 
     Args:
         hparams: option name -> value for this trial.
     """
 
     def __init__(self, hparams: dict[str, Any]) -> None:
-        super().__init__()
         self.hparams = hparams
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.logger is not None:
-            trainer.logger.log_hyperparams(self.hparams, {name: float("nan") for name in HPARAM_METRICS})
+            trainer.logger.log_hyperparams(self.hparams, {f"hp/{name}": math.nan for name in METRICS})
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        metrics = {name: float(trainer.callback_metrics[tag]) for name, tag in HPARAM_METRICS.items() if tag in trainer.callback_metrics}
+        metrics = {f"hp/{name}": float(trainer.callback_metrics[tag]) for name, tag in METRICS.items() if tag in trainer.callback_metrics}
         if trainer.logger is not None and metrics:
             trainer.logger.log_metrics(metrics, step=trainer.global_step)
 
 
-def cli_value(value: Any) -> str:
-    """A YAML/JSON-style command-line value: ``None`` -> ``null``, ``True`` -> ``true``."""
-    if isinstance(value, str):
-        return value
-    return json.dumps(value)
+def trial_version(number: int, setting: dict[str, Any], seed: int) -> str:
+    """The trial's folder name, readable in TensorBoard: ``trial_003_gradient_clip_val=0.5_seed=1``."""
+    parts = [f"trial_{number:03d}", *(f"{short_key(k)}={format_value(v)}" for k, v in setting.items()), f"seed={seed}"]
+    return re.sub(r"[^A-Za-z0-9_.=+-]", "-", "_".join(parts))
 
 
-def trial_version(number: int, setting: dict[str, GridValue], seed: int) -> str:
-    """The trial's TensorBoard version folder, readable in TensorBoard's run list:
-    ``trial_003_gradient_clip_val=0.5_seed=1``."""
-    parts = [f"{short_key(key)}={format_value(value)}" for key, value in setting.items()]
-    name = "_".join([f"trial_{number:03d}", *parts, f"seed={seed}"])
-    return re.sub(r"[^A-Za-z0-9_.=+-]", "-", name)
+def trial_args(experiment: Experiment, setting: dict[str, Any], seed: int, fast: bool, extra_args: list[str], version: str) -> list[str]:
+    """The trial's CLI arguments, later ones winning: base config, the experiment's overrides, the
+    command line's extra options, the setting, then seed, epochs, batches and log folder."""
+    def option(key: str, value: Any) -> str:
+        return f"--{key}={value if isinstance(value, str) else json.dumps(value)}"  # None -> null
 
-
-def trial_args(
-    experiment: Experiment,
-    setting: dict[str, Any],
-    seed: int,
-    fast: bool,
-    extra_args: list[str],
-    save_dir: Path,
-    version: str,
-) -> list[str]:
-    """The CLI arguments of one trial, later ones winning: base config, the experiment's fixed
-    overrides, the command line's extra overrides, then the trial's setting, seed, epochs and
-    log folder."""
-    args = ["--config", str(experiment.base_config)]
-    args += [f"--{key}={cli_value(value)}" for key, value in experiment.overrides.items()]
-    args += list(extra_args)
-    args += [f"--{key}={cli_value(value)}" for key, value in setting.items()]
-    epochs = experiment.fast.epochs if fast else experiment.epochs
-    args += [f"--seed_everything={seed}", f"--trainer.max_epochs={epochs}"]
+    args = ["--config", str(experiment.base_config), *(option(k, v) for k, v in experiment.overrides.items()), *extra_args]
+    args += [option(k, v) for k, v in setting.items()]
+    args += [f"--seed_everything={seed}", f"--trainer.max_epochs={experiment.fast.epochs if fast else experiment.epochs}"]
     if fast:
-        args += [
-            f"--trainer.limit_train_batches={experiment.fast.limit_train_batches}",
-            f"--trainer.limit_val_batches={experiment.fast.limit_val_batches}",
-        ]
-    args += [
-        f"--trainer.logger.init_args.save_dir={save_dir}",
-        f"--trainer.logger.init_args.name={TRIALS_DIR}",
-        f"--trainer.logger.init_args.version={version}",
-        "--trainer.logger.init_args.default_hp_metric=false",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false",
-    ]
-    return args
+        args += [f"--trainer.limit_train_batches={experiment.fast.limit_train_batches}", f"--trainer.limit_val_batches={experiment.fast.limit_val_batches}"]
+    logger = "--trainer.logger.init_args"
+    return args + [f"{logger}.save_dir={experiment.run_dir(fast)}", f"{logger}.name={TRIALS_DIR}", f"{logger}.version={version}", f"{logger}.default_hp_metric=false"]
+
+
+@contextlib.contextmanager
+def output_to(path: Path) -> Iterator[None]:
+    """Send all this process prints meanwhile (Python's streams, logging, warnings, C libraries)
+    to ``path``; each trial shows its warnings again, in its own log."""
+    outer = (sys.stdout, sys.stderr)
+    for stream in outer:
+        stream.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with open(path, "a", buffering=1) as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log), warnings.catch_warnings():
+        try:
+            for fd in (1, 2):
+                os.dup2(log.fileno(), fd)
+            yield
+        finally:
+            for stream in outer:
+                stream.flush()
+            for fd, old in zip((1, 2), saved):
+                os.dup2(old, fd)
+                os.close(old)
 
 
 def check_args(args: list[str]) -> None:
-    """Parse (and build) one trial's configuration without training, turning jsonargparse's
-    refusal of a misspelt key or wrongly typed value into an :class:`ExperimentError`. Errors a
-    run itself raises later are the trial's own failure, not the experiment's."""
-    stderr = io.StringIO()
-    with tempfile.TemporaryDirectory() as scratch, contextlib.redirect_stderr(stderr):
+    """Build one trial's configuration without training, so a misspelt key or wrongly typed value
+    stops the sweep before it starts. Errors a run raises later are that trial's failure."""
+    with tempfile.TemporaryDirectory() as scratch:
+        log = Path(scratch) / "log.txt"
         try:
-            main([*args, f"--trainer.logger.init_args.save_dir={scratch}"], run=False)
+            with output_to(log):
+                main([*args, f"--trainer.logger.init_args.save_dir={scratch}"], run=False)
         except SystemExit as err:
-            message = stderr.getvalue().strip().splitlines()
-            detail = "\n".join(message[-3:]) if message else f"exit status {err.code}"
+            detail = "\n".join(log.read_text().strip().splitlines()[-3:]) or f"exit status {err.code}"
             raise ExperimentError(
                 f"the CLI refuses the options of this experiment ({' '.join(args)}):\n{detail}\n"
-                "Fix the key or value in the experiment file (or the extra command-line overrides)."
+                "Fix the key or value in the experiment file (or the extra command-line options)."
             ) from None
         except Exception:  # noqa: BLE001 - a setting that fails to build is that trial's failure
             pass
 
 
-def run_training(args: list[str], callbacks: list[Callback]) -> RunResult:
-    """Run ``fit`` through the project's CLI; raise :class:`TrainingFailed` with the reason when
-    the loss stops being finite or the run raises."""
-    stop_on_nan = EarlyStopping(monitor="val/loss", mode="min", patience=10**9, check_finite=True, strict=False)
+def run_training(args: list[str], callbacks: list[Callback]) -> dict[str, float]:
+    """``fit`` through the project's CLI; returns the final validation metrics, epochs and wall
+    time, or raises :class:`TrainingFailed` when the loss stops being finite or the run raises."""
+    stop_on_nan = EarlyStopping(monitor="val/loss", patience=10**9, check_finite=True, strict=False)
     start = time.perf_counter()
     try:
-        cli = main(["fit", *args], trainer_defaults={"callbacks": [stop_on_nan, *callbacks]})
+        trainer = main(["fit", *args], trainer_defaults={"callbacks": [stop_on_nan, *callbacks]}).trainer
+    except (KeyboardInterrupt, SIGTERMException) as err:
+        # cut off, not failed: the trial is left without a reason and runs again on resume
+        raise KeyboardInterrupt(f"trial interrupted ({type(err).__name__})") from err
+    except SystemExit as err:
+        raise TrainingFailed(f"the CLI refused the trial's options (exit status {err.code}; see its log.txt)") from err
     except optuna.TrialPruned:
         raise
-    except (KeyboardInterrupt, SIGTERMException) as err:
-        # Ctrl-C or SIGTERM: the trial did not fail, it was cut off; Optuna records it as
-        # failed without a reason and the next `run` queues it again.
-        raise KeyboardInterrupt(f"trial interrupted ({type(err).__name__})") from err
-    except SystemExit as err:  # jsonargparse refused this setting's options
-        raise TrainingFailed(f"the CLI refused the trial's options (exit status {err.code}; its message is in the log)") from err
+    except NonFiniteLossError as err:
+        raise TrainingFailed(str(err)) from err
+    except UserError as err:  # missing or corrupt data, ...: every trial would fail alike
+        raise ExperimentError(str(err)) from err
     except Exception as err:
         raise TrainingFailed(f"{type(err).__name__}: {err}") from err
-    wall_time = time.perf_counter() - start
-    trainer = cli.trainer
-    metrics = {tag: float(trainer.callback_metrics[tag]) for tag in ("val/loss", "val/rl", "val/kl") if tag in trainer.callback_metrics}
+    metrics = {name: float(trainer.callback_metrics[tag]) for name, tag in METRICS.items() if tag in trainer.callback_metrics}
     if stop_on_nan.stopping_reason == EarlyStoppingReason.NON_FINITE_METRIC:
         raise TrainingFailed(f"epoch {trainer.current_epoch}: {stop_on_nan.stopping_reason_message}")
-    if "val/loss" not in metrics:
-        raise TrainingFailed("the run logged no val/loss (no validation epoch ran)")
-    if not all(math.isfinite(value) for value in metrics.values()):
-        raise TrainingFailed(f"non-finite validation metrics at the end: {metrics}")
-    return RunResult(
-        val_loss=metrics["val/loss"],
-        val_rl=metrics.get("val/rl", math.nan),
-        val_kl=metrics.get("val/kl", math.nan),
-        epochs=trainer.current_epoch,
-        wall_time_s=wall_time,
-        run_dir=str(trainer.logger.log_dir) if trainer.logger is not None else "",
-    )
+    if "val_loss" not in metrics or not all(map(math.isfinite, metrics.values())):
+        raise TrainingFailed(f"no finite val/loss at the end: {metrics}")
+    return {**metrics, "epochs": trainer.current_epoch, "wall_time_s": time.perf_counter() - start}
