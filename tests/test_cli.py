@@ -38,7 +38,8 @@ def test_fit_writes_best_and_last_checkpoints_that_restore_the_weights(trained_r
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, state[name]), name
     images = model.generate(4)
-    assert images.shape == (4, 784)
+    assert images.shape == (4, 1, 28, 28)
+    assert 0 <= images.min() and images.max() <= 1
 
 
 def test_test_subcommand_reports_test_metrics_of_a_checkpoint(trained_run: Path, cli_args: list[str]) -> None:
@@ -50,12 +51,30 @@ def test_test_subcommand_reports_test_metrics_of_a_checkpoint(trained_run: Path,
 
 
 def test_any_yaml_option_can_be_overridden_on_the_command_line(cli_args: list[str]) -> None:
-    cli = main([*cli_args, "--model.latent_dim=7", "--model.optimizer.init_args.momentum=0.5"], run=False)
-    assert cli.model.model.latent_dim == 7
+    cli = main([*cli_args, "--model.network.init_args.latent_dim=7", "--model.optimizer.init_args.momentum=0.5"], run=False)
+    assert cli.model.network.latent_dim == 7
     optimizer = cli.model.configure_optimizers()
     assert optimizer.param_groups[0]["momentum"] == 0.5
     assert cli.trainer.gradient_clip_algorithm == "value"
     assert cli.trainer.gradient_clip_val == 1.0
+
+
+def test_the_network_takes_its_image_shape_from_the_data(cli_args: list[str]) -> None:
+    cli = main([*cli_args, "--data.channels=3", "--data.image_size=20"], run=False)
+    assert cli.model.network.image_shape == (3, 20, 20)
+    assert cli.model.network.encoder[0].in_features == 3 * 20 * 20
+    conv = Path(__file__).parents[1] / "configs" / "conv.yaml"
+    cli = main([*cli_args, "--config", str(conv), "--data.image_size=32"], run=False)
+    assert type(cli.model.network).__name__ == "ConvVAE"
+    assert cli.model.network.image_shape == (1, 32, 32)
+
+
+def test_a_network_is_chosen_and_refused_by_its_class_path(cli_args: list[str], capsys: pytest.CaptureFixture) -> None:
+    cli = main([*cli_args, "--model.network=vae_lightning.models.ConvVAE"], run=False)
+    assert type(cli.model.network).__name__ == "ConvVAE"
+    with pytest.raises(SystemExit):
+        main([*cli_args, "--model.network=vae_lightning.models.NoSuchNet"], run=False)
+    assert "NoSuchNet" in capsys.readouterr().err
 
 
 def test_clip_norm_config_switches_the_clipping_algorithm(cli_args: list[str]) -> None:
@@ -91,7 +110,7 @@ def test_numeric_settings_are_set_per_run_and_reset_by_the_next(cli_args: list[s
 
 def test_a_misspelt_key_is_refused_with_its_name(cli_args: list[str], capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        main(["fit", *cli_args, "--model.latent_dims=3"])
+        main(["fit", *cli_args, "--model.network.init_args.latent_dims=3"])
     assert exit_info.value.code != 0
     assert "latent_dims" in capsys.readouterr().err
 
@@ -108,5 +127,6 @@ def test_print_config_shows_the_full_configuration(cli_args: list[str], capsys: 
     assert exit_info.value.code == 0
     printed = capsys.readouterr().out
     assert "latent_dim: 2" in printed
+    assert "vae_lightning.models.MLPVAE" in printed and "vae_lightning.likelihoods.MSE" in printed
     assert "gradient_clip_algorithm: value" in printed
     assert "torch.optim.SGD" in printed

@@ -22,7 +22,7 @@ from vae_lightning.callbacks import ImagePredictionWriter
 from vae_lightning.checkpoints import check_checkpoint, differing_settings, newest_last_checkpoint, read_checkpoint
 from vae_lightning.data import ImageDataModule
 from vae_lightning.errors import CheckpointError, UserError, run_reporting_user_errors
-from vae_lightning.evaluation import TestMetrics
+from vae_lightning.evaluation import Evaluator
 from vae_lightning.module import VAEModule
 from vae_lightning.numerics import MATMUL_PRECISIONS, apply_numerics
 
@@ -55,7 +55,7 @@ class VAECLI(LightningCLI):
         parser.link_arguments("data.image_shape", "model.network.init_args.image_shape", apply_on="instantiate")
         # the settings of `test` and `predict` as sections of their own (callbacks LightningCLI adds
         # to the trainer's), so those commands take them on their command line: --evaluation.iwae_samples
-        parser.add_lightning_class_args(TestMetrics, "evaluation")
+        parser.add_lightning_class_args(Evaluator, "evaluation")
         parser.add_lightning_class_args(ImagePredictionWriter, "prediction")
 
     def before_instantiate_classes(self) -> None:

@@ -92,7 +92,7 @@ def reconstruction_metrics(prefix: str) -> MetricCollection:
     )
 
 
-class TestMetrics(Callback):
+class Evaluator(Callback):
     """During ``test``, logs per test set:
 
     - ``test/iwae_k{K}``: the IWAE bound L_K on log p(x) in nats per image, for each K of
@@ -136,7 +136,7 @@ class TestMetrics(Callback):
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.metrics.to(pl_module.device)
         if self.iwae_samples and getattr(pl_module.network, "deterministic", False):
-            rank_zero_info("TestMetrics: a deterministic network has no posterior to sample; no test/iwae_k* bounds")
+            rank_zero_info("Evaluator: a deterministic network has no posterior to sample; no test/iwae_k* bounds")
 
     @torch.no_grad()
     def on_test_batch_end(

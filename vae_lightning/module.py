@@ -2,7 +2,7 @@
 
 What the network is (the report's MLP, a ConvVAE, one of your own), how pixels are scored (the
 report's squared error, a Gaussian, a Bernoulli) and how the model is evaluated at test time
-(``vae_lightning.evaluation.TestMetrics``) are objects chosen in YAML; this module only runs
+(``vae_lightning.evaluation.Evaluator``) are objects chosen in YAML; this module only runs
     x -> encode -> (mu, log sigma^2) -> z = mu + sigma * eps -> decode -> logits -> RL, KL
 and logs ``{stage}/loss``, ``{stage}/rl`` and ``{stage}/kl``.
 """

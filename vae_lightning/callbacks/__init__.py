@@ -1,7 +1,7 @@
 """Callbacks, each listed in ``configs/default.yaml``'s ``trainer.callbacks`` (turn one off by
 leaving it out): TensorBoard image grids, training diagnostics, latent-space figures, the
 non-finite-loss guard, exact resume and the ``predict`` image writer. The test-time metrics are
-``vae_lightning.evaluation.TestMetrics``."""
+``vae_lightning.evaluation.Evaluator``."""
 
 from vae_lightning.callbacks.diagnostics import GradientDiagnostics, LatentDiagnostics
 from vae_lightning.callbacks.guards import NonFiniteLossGuard
