@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from vae_lightning.cli import main
-from vae_lightning.data import MNISTDataModule
-from vae_lightning.prediction import ImagePredictionWriter
+from vae_lightning.callbacks import ImagePredictionWriter
+from vae_lightning.data import ImageDataModule, to_pixels
 
 KINDS = ("samples", "inputs", "reconstructions")
 CELL = 28 + 2  # one image plus make_grid's 2-pixel padding
@@ -57,8 +57,8 @@ def test_predict_writes_single_pngs_to_a_chosen_folder_in_test_set_order(
         cli_args,
         trained_run / "checkpoints" / "last.ckpt",
         "--data.predict_size=10",
-        f"--trainer.callbacks.output_dir={out}",
-        "--trainer.callbacks.individual=true",
+        f"--prediction.output_dir={out}",
+        "--prediction.individual=true",
     )
 
     for kind in KINDS:
@@ -66,9 +66,9 @@ def test_predict_writes_single_pngs_to_a_chosen_folder_in_test_set_order(
         assert sorted(p.name for p in (out / kind).iterdir()) == [f"{i:05d}.png" for i in range(10)]
         assert all(read_png(out / kind / f"{i:05d}.png").shape == (28, 28) for i in range(10))
 
-    data = MNISTDataModule(data_dir=str(mnist_dir))
+    data = ImageDataModule(data_dir=str(mnist_dir))
     data.setup("test")
-    expected_inputs = data.splits["test"][0][:10].reshape(10, 28, 28).numpy()
+    expected_inputs = to_pixels(data.splits["test"][0][:10]).reshape(10, 28, 28).numpy()  # uint8 (N, 1, 28, 28) -> [0, 1]
     inputs = np.stack([read_png(out / "inputs" / f"{i:05d}.png") for i in range(10)])
     np.testing.assert_allclose(inputs, expected_inputs, atol=1 / 255 + 1e-6)  # 8-bit rounding only
 
@@ -94,5 +94,5 @@ def test_an_unknown_kind_on_the_command_line_names_the_option(
     cli_args: list[str], capsys: pytest.CaptureFixture
 ) -> None:
     with pytest.raises(SystemExit):
-        main(["predict", *cli_args, "--trainer.callbacks.kinds=[latents]"])
+        main(["predict", *cli_args, "--prediction.kinds=[latents]"])
     assert "kinds" in capsys.readouterr().err
