@@ -10,6 +10,7 @@ import pytest
 
 from conftest import cpu_run_args
 from tb import read_events
+from vae_lightning.checkpoints import CheckpointError
 from vae_lightning.cli import main as cli_main
 from vae_lightning.data import DataNotFoundError
 from vae_lightning.explore import main as explore
@@ -25,13 +26,13 @@ def run_20d(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> Path:
         [
             "fit",
             *cpu_run_args(mnist_dir, save_dir),
-            "--model.latent_dim=20",
+            "--model.network.init_args.latent_dim=20",
             "--trainer.max_epochs=2",
             "--trainer.limit_train_batches=40",
             "--trainer.limit_val_batches=8",
             "--trainer.callbacks=["
             "{class_path: lightning.pytorch.callbacks.ModelCheckpoint, init_args: {save_last: true}}, "
-            "{class_path: vae_lightning.latent_figures.LatentSpaceFigures, init_args: {every_n_epochs: 1, num_images: 500}}]",
+            "{class_path: vae_lightning.callbacks.LatentSpaceFigures, init_args: {every_n_epochs: 1, num_images: 500}}]",
         ]
     )
     (run_dir,) = (save_dir / "lightning_logs").iterdir()
@@ -68,7 +69,7 @@ def test_data_dir_overrides_the_runs_folder(trained_run: Path, tmp_path: Path) -
 
 
 def test_a_missing_checkpoint_is_named_in_the_error(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="no checkpoint at .*missing.ckpt"):
+    with pytest.raises(CheckpointError, match="checkpoint .*missing.ckpt does not exist"):
         explore(["--ckpt_path", str(tmp_path / "missing.ckpt"), "--out", str(tmp_path)])
 
 
