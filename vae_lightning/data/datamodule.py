@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from vae_lightning.corruption import binarize as binarized, seeded_generator
 from vae_lightning.data.loader import PixelBatch, TensorBatchLoader, to_pixels
 from vae_lightning.data.sources import DatasetName, ImageShape, download_split, image_shape, read_split
+from vae_lightning.errors import UserError
 
 
 def train_val_split(num_images: int, val_size: int, seed: int) -> tuple[Tensor, Tensor]:
@@ -119,7 +120,7 @@ class ImageDataModule(LightningDataModule):
         if stage in (None, "fit", "validate") and "train" not in self.splits:
             images, labels = self._read(train=True)
             if not 0 < self.val_size < len(images):
-                raise ValueError(
+                raise UserError(
                     f"data.val_size must be between 1 and {len(images) - 1} for the {len(images)} training images "
                     f"of {self.dataset}, got {self.val_size}"
                 )

@@ -25,7 +25,7 @@ from torchvision import datasets
 from torchvision.transforms.v2 import functional as TF
 
 from vae_lightning.data.integrity import verify_raw_files
-from vae_lightning.errors import CorruptDataError, DataNotFoundError
+from vae_lightning.errors import CorruptDataError, DataNotFoundError, UserError
 
 DatasetName = Literal["mnist", "fashion_mnist", "kmnist", "cifar10", "image_folder"]
 ImageShape = tuple[int, int, int]
@@ -71,21 +71,32 @@ def _read_idx(dataset_class: type[datasets.MNIST], data_dir: Path, train: bool, 
 
 
 def _read_cifar10(data_dir: Path, train: bool, download: bool) -> tuple[Tensor, Tensor]:
-    cls = datasets.CIFAR10
-    folder = data_dir / cls.base_folder
     try:
-        ds = cls(str(data_dir), train=train, download=download)
-    except RuntimeError as err:  # torchvision's "Dataset not found or corrupted": say which
-        files = [*cls.train_list, *cls.test_list, [cls.meta["filename"], cls.meta["md5"]]]
-        missing = [name for name, _ in files if not (folder / name).is_file()]
-        if missing:
-            raise _not_found("CIFAR-10", folder, download, cls.base_folder, err) from err
-        bad = next(name for name, md5 in files if not datasets.utils.check_integrity(str(folder / name), md5))
-        raise CorruptDataError(
-            f"CIFAR-10 file {folder / bad} is corrupt: its MD5 sum is not the published one. Delete it and run "
-            f"with --data.download true to fetch a fresh copy, or copy it again from a good source."
-        ) from err
+        ds = datasets.CIFAR10(str(data_dir), train=train, download=download)
+    except (RuntimeError, OSError) as err:  # torchvision's "Dataset not found or corrupted", or a failed download
+        error = _cifar10_error(data_dir / datasets.CIFAR10.base_folder, download, err)
+        if error is None:
+            raise
+        raise error from err
     return torch.from_numpy(ds.data).permute(0, 3, 1, 2), torch.tensor(ds.targets)
+
+
+def _cifar10_error(folder: Path, download: bool, err: Exception) -> UserError | None:
+    """What is wrong with CIFAR-10's files: the first corrupt one, else where they were looked for;
+    ``None`` when every file is present and intact (the error is then not the files')."""
+    cls = datasets.CIFAR10
+    files = [*cls.train_list, *cls.test_list, [cls.meta["filename"], cls.meta["md5"]]]
+    present = [(name, md5) for name, md5 in files if (folder / name).is_file()]
+    bad = next((name for name, md5 in present if not datasets.utils.check_integrity(str(folder / name), md5)), None)
+    if bad is not None:
+        refetch = f" (fetching a fresh copy failed: {err})" if download else ""
+        return CorruptDataError(
+            f"CIFAR-10 file {folder / bad} is corrupt: its MD5 sum is not the published one{refetch}. Delete it and run "
+            f"with --data.download true to fetch a fresh copy, or copy it again from a good source."
+        )
+    if len(present) < len(files):
+        return _not_found("CIFAR-10", folder, download, cls.base_folder, err)
+    return None
 
 
 def _not_found(name: str, folder: Path, download: bool, layout: str, err: Exception) -> DataNotFoundError:
@@ -100,22 +111,35 @@ def _not_found(name: str, folder: Path, download: bool, layout: str, err: Except
     )
 
 
-def _image_folder_samples(folder: Path) -> tuple[list[tuple[str, int]], list[str]]:
-    """``[(path, class index)]`` and the class names of an ``ImageFolder`` layout, or a clear error."""
+def _class_folders(folder: Path) -> list[str]:
+    """The names of ``folder``'s subfolders (none when it does not exist)."""
+    return sorted(entry.name for entry in folder.iterdir() if entry.is_dir()) if folder.is_dir() else []
+
+
+def _image_folder_samples(data_dir: Path, train: bool) -> list[tuple[str, int]]:
+    """``[(path, label)]`` of a split of an ``ImageFolder`` layout, or a clear error. Labels index
+    the class folders of both splits together, sorted by name, so a class has one label even
+    when a split lacks some classes."""
+    folder = data_dir / SPLIT_FOLDERS[train]
     if not folder.is_dir():
         raise DataNotFoundError(
             f"image folder {folder} does not exist. data.dataset image_folder reads "
             f"<data_dir>/train/<class>/*.png and <data_dir>/test/<class>/*.png: point --data.data_dir at their parent."
         )
+    names = sorted({name for split in SPLIT_FOLDERS.values() for name in _class_folders(data_dir / split)})
+    labels = {name: i for i, name in enumerate(names)}
+    classes = _class_folders(folder)
     try:
-        classes, class_to_idx = datasets.folder.find_classes(str(folder))
-        samples = datasets.folder.make_dataset(str(folder), class_to_idx, extensions=datasets.folder.IMG_EXTENSIONS)
-    except FileNotFoundError as err:
+        if not classes:
+            raise FileNotFoundError("it has no class folders")
+        return datasets.folder.make_dataset(
+            str(folder), {name: labels[name] for name in classes}, extensions=datasets.folder.IMG_EXTENSIONS
+        )
+    except FileNotFoundError as err:  # an empty class folder
         raise DataNotFoundError(
-            f"no images found in {folder}: {err}. Put each class's images in a subfolder, "
+            f"no images found in {folder}: {str(err).strip(' .')}. Put each class's images in a subfolder, "
             f"{folder}/<class>/<image>.png (extensions: {', '.join(datasets.folder.IMG_EXTENSIONS)})."
         ) from err
-    return samples, classes
 
 
 def _open_image(path: str, channels: int | None) -> Image.Image:
@@ -129,25 +153,32 @@ def _open_image(path: str, channels: int | None) -> Image.Image:
     return image.convert("L" if channels == 1 else "RGB")
 
 
+def _first_training_image(data_dir: Path, channels: int | None) -> tuple[str, Image.Image]:
+    """The path and image (converted to ``channels``) whose shape every image of both splits takes."""
+    path = _image_folder_samples(data_dir, train=True)[0][0]
+    return path, _open_image(path, channels)
+
+
 def image_folder_shape(data_dir: Path, channels: int | None, image_size: int | None) -> ImageShape:
-    """The shape the images of ``<data_dir>/train`` will have, from its first image."""
-    samples, _ = _image_folder_samples(data_dir / SPLIT_FOLDERS[True])
-    image = _open_image(samples[0][0], channels)
+    """The shape the images of both splits will have: the first training image's, resized to
+    ``image_size`` and converted to ``channels`` when given."""
+    _, image = _first_training_image(data_dir, channels)
     c = 1 if image.mode == "L" else 3
     return (c, image_size, image_size) if image_size is not None else (c, image.height, image.width)
 
 
 def _read_image_folder(data_dir: Path, train: bool, channels: int | None, image_size: int | None) -> tuple[Tensor, Tensor]:
-    folder = data_dir / SPLIT_FOLDERS[train]
-    samples, _ = _image_folder_samples(folder)
-    first = _open_image(samples[0][0], channels)
-    mode = first.mode  # every image takes the first one's mode, so all have its channels
+    samples = _image_folder_samples(data_dir, train)
+    # every image of both splits takes the first training image's channels (unless ``channels``
+    # says), and without ``image_size`` must have its size: the network is built for one shape
+    first_path, first = _first_training_image(data_dir, channels)
+    channels = 1 if first.mode == "L" else 3
     images = []
     for path, _ in samples:
-        image = TF.pil_to_tensor(_open_image(path, 1 if mode == "L" else 3))
-        if image_size is None and images and image.shape[-2:] != images[0].shape[-2:]:
+        image = TF.pil_to_tensor(_open_image(path, channels))
+        if image_size is None and (image.shape[-1], image.shape[-2]) != first.size:
             raise CorruptDataError(
-                f"images of different sizes in {folder}: {samples[0][0]} is {first.width}x{first.height}, "
+                f"images of different sizes in {data_dir}: {first_path} is {first.width}x{first.height}, "
                 f"{path} is {image.shape[-1]}x{image.shape[-2]}. Set --data.image_size to resize them all."
             )
         images.append(adapt(image, None, image_size))
