@@ -27,11 +27,13 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from recorders import StepLosses
 from tb import read_events, scalar_values
-from vae_lightning.checkpoints import CheckpointError
+from vae_lightning.callbacks import NonFiniteLossGuard
 from vae_lightning.cli import main
-from vae_lightning.data import MNISTDataModule, TensorBatchLoader
-from vae_lightning.guards import NonFiniteLossError, NonFiniteLossGuard
-from vae_lightning.integrity import CorruptDataError, _md5, verify_raw_files
+from vae_lightning.data import ImageDataModule, TensorBatchLoader
+from vae_lightning.data.integrity import _md5, verify_raw_files
+from vae_lightning.data.loader import PixelBatch
+from vae_lightning.errors import CheckpointError, CorruptDataError, NonFiniteLossError
+from vae_lightning.models import MLPVAE
 from vae_lightning.module import VAEModule
 
 from conftest import REPO_ROOT, cpu_run_args
@@ -162,24 +164,29 @@ def test_a_crash_in_a_later_epoch_keeps_the_epoch_end_checkpoint_which_resumes_e
     assert_same_weights(weights(cli.model), reference_run["weights"])
 
 
+def small_loader(num_images: int, batch_size: int, **options: Any) -> TensorBatchLoader:
+    """A loader over ``num_images`` one-pixel uint8 images whose label is their index."""
+    images = torch.arange(num_images, dtype=torch.uint8).view(num_images, 1, 1, 1)
+    return TensorBatchLoader(images, torch.arange(num_images), batch_size, pixels=PixelBatch(), **options)
+
+
 def test_the_loader_resumes_mid_epoch_at_the_next_batch_and_starts_later_epochs_afresh() -> None:
-    images, labels = torch.arange(20.0).unsqueeze(1), torch.arange(20)
-    first = TensorBatchLoader(images, labels, batch_size=3, shuffle=True, seed=5)
+    first = small_loader(20, 3, shuffle=True, seed=5)
     first.sampler.set_epoch(2)
-    batches = [x.flatten().tolist() for x, _ in first]
+    batches = [y.tolist() for _, y in first]
     partial = iter(first)
     next(partial), next(partial)
     state = first.state_dict()
     assert state == {"epoch": 2, "batches_served": 2}
 
-    resumed = TensorBatchLoader(images, labels, batch_size=3, shuffle=True, seed=5)
+    resumed = small_loader(20, 3, shuffle=True, seed=5)
     resumed.load_state_dict(state)
     resumed.sampler.set_epoch(2)  # Lightning sets the epoch before the first batch
-    assert [x.flatten().tolist() for x, _ in resumed] == batches[2:]
+    assert [y.tolist() for _, y in resumed] == batches[2:]
     resumed.sampler.set_epoch(3)
     assert len(list(resumed)) == len(batches)  # the next epoch is whole
 
-    after_epoch_end = TensorBatchLoader(images, labels, batch_size=3, shuffle=True, seed=5)
+    after_epoch_end = small_loader(20, 3, shuffle=True, seed=5)
     after_epoch_end.load_state_dict({"epoch": 2, "batches_served": len(batches)})
     after_epoch_end.sampler.set_epoch(3)
     assert len(list(after_epoch_end)) == len(batches)
@@ -223,8 +230,8 @@ def test_a_diverging_run_stops_naming_the_step_and_cause_and_keeps_the_last_good
 
 def test_skip_mode_drops_a_non_finite_step_with_a_warning_and_trains_on(mnist_dir: Path, tmp_path: Path) -> None:
     callbacks = [
-        {"class_path": "vae_lightning.guards.NonFiniteLossGuard", "init_args": {"action": "skip"}},
-        {"class_path": "vae_lightning.diagnostics.GradientDiagnostics"},
+        {"class_path": "vae_lightning.callbacks.NonFiniteLossGuard", "init_args": {"action": "skip"}},
+        {"class_path": "vae_lightning.callbacks.GradientDiagnostics"},
         {"class_path": f"{__name__}.PoisonBatchAt", "init_args": {"step": 2}},
     ]
     with warnings.catch_warnings(record=True) as caught:
@@ -254,7 +261,7 @@ def test_a_truncated_mnist_file_is_refused_naming_the_file_and_the_fix(mnist_dir
     raw = copy_test_split(mnist_dir, tmp_path)
     images = raw / "t10k-images-idx3-ubyte"
     os.truncate(images, 7_000_000)
-    data = MNISTDataModule(data_dir=str(tmp_path))
+    data = ImageDataModule(data_dir=str(tmp_path))
     with pytest.raises(CorruptDataError) as error:
         data.setup("test")
     message = str(error.value)
@@ -269,14 +276,14 @@ def test_a_corrupt_mnist_file_of_the_right_size_is_refused_by_its_md5(mnist_dir:
         f.seek(5_000_000)
         f.write(b"\xff\xff\xff\xff")  # four wrong pixels
     with pytest.raises(CorruptDataError, match=r"t10k-images-idx3-ubyte is corrupt: MD5 \w+, expected 2646ac"):
-        MNISTDataModule(data_dir=str(tmp_path)).setup("test")
+        ImageDataModule(data_dir=str(tmp_path)).setup("test")
 
 
 def test_a_truncated_fashion_mnist_file_is_refused_by_its_size(mnist_dir: Path, tmp_path: Path) -> None:
     raw = copy_test_split(mnist_dir, tmp_path, folder="FashionMNIST")
     os.truncate(raw / "t10k-labels-idx1-ubyte", 5_000)
     with pytest.raises(CorruptDataError, match="FashionMNIST file .*t10k-labels-idx1-ubyte is truncated"):
-        MNISTDataModule(data_dir=str(tmp_path), dataset="fashion_mnist").setup("test")
+        ImageDataModule(data_dir=str(tmp_path), dataset="fashion_mnist").setup("test")
 
 
 def test_checking_all_four_mnist_files_takes_well_under_a_second(mnist_dir: Path) -> None:
@@ -293,8 +300,8 @@ def test_checking_all_four_mnist_files_takes_well_under_a_second(mnist_dir: Path
 @pytest.mark.parametrize(
     ("argument", "named"),
     [
-        ("--model.latent_dim=0", "latent_dim must be positive, got 0"),
-        ("--model.hidden_dims=[]", "hidden_dims must be a non-empty list"),
+        ("--model.network.init_args.latent_dim=0", "latent_dim must be positive, got 0"),
+        ("--model.network.init_args.hidden_dims=[]", "hidden_dims must be a non-empty list"),
         ("--model.mc_samples=0", "mc_samples must be at least 1, got 0"),
         ("--trainer.gradient_clip_algorithm=sometimes", "`gradient_clip_algorithm` sometimes is invalid"),
         ("--model.optimizer.init_args.lr=-0.1", "model.optimizer: Invalid learning rate: -0.1"),
@@ -329,9 +336,9 @@ def bad_checkpoints(tmp_path: Path, reference_checkpoint: Path) -> dict[str, tup
         "pickled object": (pickled_object, [], "is not a checkpoint that can be loaded safely"),
         "other architecture": (
             weights_only,
-            ["--model.latent_dim=3"],
+            ["--model.network.init_args.latent_dim=3"],
             "is for a different architecture than the configured model "
-            "(model.encoder.mu.weight: (2, 256) in the checkpoint, (3, 256) here",
+            "(network.mu.weight: (2, 256) in the checkpoint, (3, 256) here",
         ),
     }
 
@@ -353,7 +360,7 @@ def test_a_bad_checkpoint_is_refused_by_load_from_checkpoint(
     case: str, reference_run: dict[str, Any], tmp_path: Path
 ) -> None:
     path, extra, _ = bad_checkpoints(tmp_path, reference_run["checkpoint"])[case]
-    overrides = {"latent_dim": 3} if extra else {}
+    overrides = {"network": MLPVAE(latent_dim=3)} if extra else {}
     with pytest.raises(CheckpointError, match="does not exist|cannot|not a checkpoint|does not fit"):
         VAEModule.load_from_checkpoint(path, map_location="cpu", **overrides)
 
@@ -362,9 +369,11 @@ def test_the_cli_takes_the_model_settings_from_the_checkpoint_and_says_which_dif
     reference_run: dict[str, Any], mnist_dir: Path, tmp_path: Path
 ) -> None:
     checkpoint = reference_run["checkpoint"]
-    with pytest.warns(UserWarning, match=r"replace the configured ones: latent_dim=2 \(configured: 3\)"):
-        cli = main(fit_args(mnist_dir, tmp_path, *SHORT_RUN, "--model.latent_dim=3", f"--ckpt_path={checkpoint}"))
-    assert cli.model.hparams.latent_dim == 2
+    with pytest.warns(UserWarning, match=r"replace the configured ones: network.latent_dim=2 \(configured: 3\)"):
+        cli = main(
+            fit_args(mnist_dir, tmp_path, *SHORT_RUN, "--model.network.init_args.latent_dim=3", f"--ckpt_path={checkpoint}")
+        )
+    assert cli.model.network.latent_dim == 2
     assert_same_weights(weights(cli.model), reference_run["weights"])  # already at max_epochs: nothing to do
 
 
@@ -377,11 +386,7 @@ def test_a_good_checkpoint_loads_with_weights_only(reference_run: dict[str, Any]
 
 
 def test_each_process_gets_its_own_disjoint_shard_and_together_all_images() -> None:
-    images, labels = torch.arange(10.0).unsqueeze(1), torch.arange(10)
-    shards = [
-        [int(i) for _, y in TensorBatchLoader(images, labels, 2, shuffle=True, num_replicas=2, rank=r) for i in y]
-        for r in (0, 1)
-    ]
+    shards = [[int(i) for _, y in small_loader(10, 2, shuffle=True, num_replicas=2, rank=r) for i in y] for r in (0, 1)]
     assert not set(shards[0]) & set(shards[1])
     assert sorted(shards[0] + shards[1]) == list(range(10))
 

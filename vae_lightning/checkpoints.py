@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from jsonargparse import Namespace
 from torch import nn
 
 from vae_lightning.errors import CheckpointError
@@ -72,13 +73,17 @@ def architecture_mismatch(checkpoint: Mapping[str, Any], model: nn.Module) -> st
     return "; ".join(problems[:6])
 
 
-def _flat_settings(settings: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def _flat_settings(settings: Mapping[str, Any] | Namespace, prefix: str = "") -> dict[str, Any]:
     """Nested settings as dotted keys, lists for tuples, the ``init_args`` level left out:
     ``{"network": {"class_path": ..., "init_args": {"latent_dim": 2}}}`` ->
     ``{"network": <class path>, "network.latent_dim": 2}``."""
+    if isinstance(settings, Namespace):  # the CLI's parsed configuration, which is not a Mapping
+        settings = settings.as_dict()
     flat: dict[str, Any] = {}
     for key, value in settings.items():
         name = f"{prefix}{key}"
+        if isinstance(value, Namespace):
+            value = value.as_dict()
         if isinstance(value, Mapping):
             if "class_path" in value:
                 flat[name] = value["class_path"]
@@ -88,7 +93,7 @@ def _flat_settings(settings: Mapping[str, Any], prefix: str = "") -> dict[str, A
     return flat
 
 
-def differing_settings(saved: Mapping[str, Any], configured: Mapping[str, Any]) -> list[str]:
+def differing_settings(saved: Mapping[str, Any], configured: Mapping[str, Any] | Namespace) -> list[str]:
     """``key=<saved> (configured: <value>)`` for each model setting present in both that differs
     (the optimizer aside: it does not shape the weights)."""
     saved_flat, configured_flat = _flat_settings(saved), _flat_settings(configured)
