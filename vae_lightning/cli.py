@@ -153,7 +153,13 @@ def run_cli(argv: list[str] | None = None) -> int:
     """``python -m vae_lightning``: :func:`main`, with a user's mistake (missing or corrupt data, an
     unreadable checkpoint, a diverged run) reported as one ``error:`` paragraph and an exit status
     (``vae_lightning.errors``); ``--traceback`` shows the traceback too."""
-    return run_reporting_user_errors(main, argv)
+
+    def run(args: list[str]) -> None:
+        # as sys.argv, not args=: DDP's launcher starts the other processes from sys.argv
+        with patch.object(sys, "argv", [sys.argv[0], *args]):
+            main()
+
+    return run_reporting_user_errors(run, argv)
 
 
 if __name__ == "__main__":
