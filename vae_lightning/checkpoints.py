@@ -77,13 +77,11 @@ def _flat_settings(settings: Mapping[str, Any] | Namespace, prefix: str = "") ->
     """Nested settings as dotted keys, lists for tuples, the ``init_args`` level left out:
     ``{"network": {"class_path": ..., "init_args": {"latent_dim": 2}}}`` ->
     ``{"network": <class path>, "network.latent_dim": 2}``."""
-    if isinstance(settings, Namespace):  # the CLI's parsed configuration, which is not a Mapping
+    if isinstance(settings, Namespace):  # the CLI's parsed configuration (nested), not a Mapping
         settings = settings.as_dict()
     flat: dict[str, Any] = {}
     for key, value in settings.items():
         name = f"{prefix}{key}"
-        if isinstance(value, Namespace):
-            value = value.as_dict()
         if isinstance(value, Mapping):
             if "class_path" in value:
                 flat[name] = value["class_path"]
