@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from PIL import Image
+from conftest import cpu_run_args
 from image_files import write_cifar10, write_idx, write_idx_dataset, write_image, write_image_folder
+from PIL import Image
 
+from vae_lightning.cli import run_cli
 from vae_lightning.data import CorruptDataError, DataNotFoundError, ImageDataModule
 from vae_lightning.errors import UserError
 
@@ -271,3 +273,14 @@ def test_a_bad_image_folder_is_refused_naming_the_folder(tmp_path: Path, layout:
     dm = ImageDataModule(data_dir=str(root), dataset="image_folder", download=False, val_size=1)
     with pytest.raises(error, match=message.format(root=root)):
         dm.setup()
+
+
+def test_the_command_line_refuses_val_size_beyond_the_data_with_one_error_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    write_image_folder(tmp_path / "images", ["a", "b"], per_class=5)
+    args = [*cpu_run_args(tmp_path / "images", tmp_path), "--data.dataset=image_folder", "--data.val_size=5000"]
+    assert run_cli(["fit", *args]) == 2
+    error = capsys.readouterr().err
+    assert "error: data.val_size must be between 1 and 9 for the 10 training images of image_folder, got 5000" in error
+    assert "Traceback" not in error
