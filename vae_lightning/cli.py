@@ -20,6 +20,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from vae_lightning.callbacks import ImagePredictionWriter
 from vae_lightning.checkpoints import check_checkpoint, differing_settings, newest_last_checkpoint, read_checkpoint
+from vae_lightning.console import quiet_library_noise
 from vae_lightning.data import ImageDataModule
 from vae_lightning.errors import CheckpointError, UserError, run_reporting_user_errors
 from vae_lightning.evaluation import Evaluator
@@ -136,6 +137,7 @@ def main(args: ArgsType = None, run: bool = True, trainer_defaults: dict[str, An
     ``trainer_defaults`` adds Trainer arguments a config file cannot express, such as callback
     objects built in code (the sweep's pruning callback); its ``callbacks`` join the config's.
     """
+    quiet_library_noise()
     # ``args`` stand in for the command line: hide the calling program's own arguments (a
     # sweep's, a benchmark's, pytest's), which LightningCLI would otherwise warn about.
     with patch.object(sys, "argv", sys.argv if args is None else sys.argv[:1]):

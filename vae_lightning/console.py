@@ -1,0 +1,32 @@
+"""What the console shows: libraries' warnings and tips that say nothing about the user's run are
+filtered out, each by its message and the module that issues it, so the warnings that do concern
+the run (too few batches for the logging interval, a checkpoint's differing settings) stand out."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+#: (message regex, issuing module regex, why it is not the user's concern)
+_IGNORED_WARNINGS = (
+    # torch deprecated LeafSpec; Lightning's own pytree helper still uses it on every batch
+    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", r"lightning\.pytorch\.utilities\._pytree"),
+    # ImagePredictionWriter does not use batch indices, which Lightning cannot infer from the tensor loader
+    (r"Couldn't infer the batch indices fetched from your dataloader", r"lightning\.pytorch\.loops\.prediction_loop"),
+)
+
+
+class _DropAdverts(logging.Filter):
+    """Drops Lightning's advert for its hosted logging service, printed at every Trainer start."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("💡 Tip:")
+
+
+def quiet_library_noise() -> None:
+    """Install the filters (idempotent; process-wide, as warnings filters are)."""
+    for message, module in _IGNORED_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, module=module)
+    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropAdverts) for f in logger.filters):
+        logger.addFilter(_DropAdverts())
