@@ -18,20 +18,22 @@ from vae_lightning.experiments.study import Sweep, open_study
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m vae_lightning.experiments", description="Sweeps of the VAE's options with Optuna; each trial is a run of the project's CLI.")
+    parser = argparse.ArgumentParser(prog="python -m vae_lightning.experiments", description="Sweeps with Optuna; each trial is a CLI run.")
     commands = parser.add_subparsers(dest="command", required=True)
-    for name, help_text in (("run", "run (or resume, or join) the experiment's sweep, then write its report"), ("report", "rewrite the figures and table from the stored study and run logs")):
-        command = commands.add_parser(name, help=help_text)
+    run = commands.add_parser("run", help="run (or resume, or join) the experiment's sweep, then write its report")
+    report = commands.add_parser("report", help="rewrite the figures and table from the stored study and run logs")
+    for command in (run, report):
         command.add_argument("experiment", type=Path, help="experiment file, e.g. configs/experiments/clip_value.yaml")
-        command.add_argument("--storage", help="Optuna storage URL shared by all workers (e.g. postgresql://user:pw@host/db); default: sqlite:///<output_dir>/<name>/study.db")
+        command.add_argument("--storage", help="Optuna storage URL shared by all workers (e.g. postgresql://user:pw@host/db); "
+                             "default: sqlite:///<output_dir>/<name>/study.db")
         command.add_argument("--fast", action="store_true", help="the experiment's reduced runs (few batches and epochs), in their own study")
         command.add_argument("--out", type=Path, help="folder for figures and table (default: <output_dir>/<name>/report)")
-        if name == "run":
-            command.add_argument("--n-trials", type=int, help="train at most this many trials in this process, then stop")
-            command.add_argument("--no-report", action="store_true", help="skip writing the report at the end")
-            command.add_argument("--threads", type=int, help="torch CPU threads for this worker (1 is much faster on a busy machine; run one worker per core)")
-            command.add_argument("--grace-period", type=int, default=60, help="seconds without a heartbeat after which a worker counts as dead and its trial runs again")
-            command.add_argument("--verbose", action="store_true", help="show each trial's own output (Lightning's banners, progress bars, warnings) here, not only in its log.txt")
+    run.add_argument("--n-trials", type=int, help="train at most this many trials in this process, then stop")
+    run.add_argument("--no-report", action="store_true", help="skip writing the report at the end")
+    run.add_argument("--threads", type=int, help="torch CPU threads of this worker (1 is fastest on a busy machine; one worker per core)")
+    run.add_argument("--grace-period", type=int, default=60, help="seconds without a heartbeat after which a worker's trial runs again")
+    run.add_argument("--verbose", action="store_true", help="show each trial's own output (Lightning's banners, progress bars, warnings) "
+                     "here too, not only in its log.txt")
     return parser
 
 
@@ -45,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"report takes no trial options, got {extra}")
     verbose = getattr(args, "verbose", False)
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
-    optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.ERROR)  # a line per trial is printed instead
+    optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.ERROR)  # the sweep prints a line per trial
     try:
         experiment = load_experiment(args.experiment)
         if args.command == "run":

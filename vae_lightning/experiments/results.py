@@ -4,6 +4,7 @@ curves from its TensorBoard events, and the posterior's value ranges on the vali
 
 from __future__ import annotations
 
+import inspect
 import math
 import statistics
 from dataclasses import dataclass, field
@@ -12,12 +13,12 @@ from typing import Any
 
 import optuna
 import torch
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from vae_lightning.data import ImageDataModule
 from vae_lightning.experiments.spec import Experiment, setting_label
-from vae_lightning.experiments.study import is_result, trial_seed
+from vae_lightning.experiments.study import SEED, is_result
 from vae_lightning.latent import latent_statistics
 from vae_lightning.module import VAEModule
 
@@ -27,19 +28,19 @@ GRAD_TAGS = ("grad/norm_before_clip", "grad/norm_after_clip")
 
 @dataclass
 class TrialResult:
-    """One settled trial: its setting, seed, outcome and logs."""
+    """One settled trial: its setting, seed, outcome (``state``: complete, fail or pruned) and logs."""
 
     number: int
     setting: dict[str, Any]
     seed: int
-    state: str  # "complete", "failed" or "pruned"
+    state: str
     val_loss: float = math.nan
     val_rl: float = math.nan
     val_kl: float = math.nan
     epochs: int | None = None
     wall_time_s: float | None = None
-    run_dir: Path | None = None
     fail_reason: str | None = None
+    run_dir: Path | None = None
     val_curve: list[float] = field(default_factory=list)
     grad_norms: dict[str, list[float]] = field(default_factory=dict)
     latent: dict[str, float] = field(default_factory=dict)
@@ -47,7 +48,7 @@ class TrialResult:
 
 @dataclass
 class SettingResult:
-    """All seeds of one setting, and their spread."""
+    """All seeds of one setting, and their spread over the completed ones."""
 
     setting: dict[str, Any]
     label: str
@@ -59,68 +60,54 @@ class SettingResult:
 
     @property
     def failed(self) -> list[TrialResult]:
-        return [t for t in self.trials if t.state == "failed"]
+        return [t for t in self.trials if t.state == "fail"]
 
     def values(self, name: str) -> list[float]:
         return [v for t in self.completed if (v := getattr(t, name)) is not None and math.isfinite(v)]
 
     def mean(self, name: str) -> float:
-        values = self.values(name)
-        return statistics.fmean(values) if values else math.nan
+        return statistics.fmean(values) if (values := self.values(name)) else math.nan
 
     def std(self, name: str) -> float:
         values = self.values(name)
         return statistics.stdev(values) if len(values) > 1 else 0.0 if values else math.nan
 
 
-def read_scalars(run_dir: Path, tags: list[str], prefix: str) -> dict[str, list[float]]:
-    """The values of each of ``tags`` and of every tag starting with ``prefix`` in the run's
-    events, in step order (a tag logged per step is found under its ``_step`` name too)."""
-    if not run_dir.is_dir():
-        return {}
-    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
-    events.Reload()
-    available = set(events.Tags().get("scalars", []))
-    found: dict[str, list[float]] = {}
-    for tag in [*tags, *sorted(t for t in available if t.startswith(prefix))]:
-        if name := next((n for n in (tag, f"{tag}_step") if n in available), None):
-            found[tag] = [e.value for e in sorted(events.Scalars(name), key=lambda e: e.step)]
-    return found
-
-
 def latent_ranges_from_checkpoint(checkpoint: Path) -> dict[str, float]:
-    """``latent_statistics`` of q(z|x) over the validation split the run trained against, its
-    datamodule rebuilt from the hyperparameters in the checkpoint."""
+    """``latent_statistics`` of q(z|x) over the run's validation split (its datamodule rebuilt from
+    the hyperparameters stored in the checkpoint)."""
     model = VAEModule.load_from_checkpoint(checkpoint, map_location="cpu").eval()
     hparams = torch.load(checkpoint, map_location="cpu", weights_only=True).get("datamodule_hyper_parameters", {})
-    data = ImageDataModule(**{**hparams, "data_on_device": False})
+    accepted = inspect.signature(ImageDataModule).parameters  # not LightningCLI's own entries
+    data = ImageDataModule(**{**{k: v for k, v in hparams.items() if k in accepted}, "data_on_device": False})
     data.setup("validate")
-    images = torch.cat([x for x, _ in data.val_dataloader()])  # (N, C, H, W) in [0, 1]
     with torch.no_grad():
-        mu, logvar = model.network.encode(images)
+        mu, logvar = map(torch.cat, zip(*(model.network.encode(x) for x, _ in data.val_dataloader())))  # x: (B, C, H, W)
     return {name: float(value) for name, value in latent_statistics(mu, logvar).items()}
 
 
 def trial_result(experiment: Experiment, trial: FrozenTrial, read_logs: bool = True) -> TrialResult:
-    """A settled trial's numbers from the study and, when ``read_logs``, its run folder."""
+    """A settled trial's numbers from the study and, when ``read_logs``, from its run folder."""
     attrs = trial.user_attrs
     result = TrialResult(
         number=trial.number,
         setting={key: trial.params[key] for key in experiment.vary if key in trial.params},
-        seed=trial_seed(trial) if trial_seed(trial) is not None else -1,
-        state={TrialState.COMPLETE: "complete", TrialState.FAIL: "failed", TrialState.PRUNED: "pruned"}[trial.state],
+        seed=int(attrs.get(SEED, trial.params.get(SEED, -1))),
+        state=trial.state.name.lower(),
+        run_dir=Path(attrs["run_dir"]) if "run_dir" in attrs else None,
         **{name: attrs[name] for name in ("val_loss", "val_rl", "val_kl", "epochs", "wall_time_s", "fail_reason") if name in attrs},
-        run_dir=Path(attrs["run_dir"]) if attrs.get("run_dir") else None,
     )
-    if not read_logs or result.run_dir is None:
-        return result
-    scalars = read_scalars(result.run_dir, ["val/loss", *GRAD_TAGS], prefix="latent/")
-    result.val_curve = scalars.get("val/loss", [])
-    result.grad_norms = {tag: scalars[tag] for tag in GRAD_TAGS if tag in scalars}
-    result.latent = {tag.removeprefix("latent/"): values[-1] for tag, values in scalars.items() if tag.startswith("latent/") and values}
-    checkpoint = result.run_dir / "checkpoints" / "last.ckpt"
-    if not result.latent and result.state == "complete" and checkpoint.is_file():
-        result.latent = latent_ranges_from_checkpoint(checkpoint)
+    if read_logs and result.run_dir is not None and result.run_dir.is_dir():
+        events = EventAccumulator(str(result.run_dir), size_guidance={"scalars": 0})
+        events.Reload()
+        tags = sorted(events.Tags()["scalars"], key=lambda tag: not tag.endswith("_step"))  # a per-step tag, unless logged plainly
+        scalars = {tag.removesuffix("_step"): [e.value for e in sorted(events.Scalars(tag), key=lambda e: e.step)] for tag in tags}
+        result.val_curve = scalars.get("val/loss", [])
+        result.grad_norms = {tag: scalars[tag] for tag in GRAD_TAGS if tag in scalars}
+        result.latent = {tag.removeprefix("latent/"): values[-1] for tag, values in scalars.items() if tag.startswith("latent/") and values}
+        checkpoint = result.run_dir / "checkpoints" / "last.ckpt"
+        if not result.latent and result.state == "complete" and checkpoint.is_file():
+            result.latent = latent_ranges_from_checkpoint(checkpoint)
     return result
 
 
@@ -130,8 +117,7 @@ def collect(experiment: Experiment, study: optuna.Study, read_logs: bool = True)
     groups: dict[str, SettingResult] = {}
     for trial in sorted((t for t in study.get_trials(deepcopy=False) if is_result(t)), key=lambda t: t.number):
         result = trial_result(experiment, trial, read_logs)
-        label = setting_label(result.setting)
-        groups.setdefault(label, SettingResult(result.setting, label, [])).trials.append(result)
+        groups.setdefault(setting_label(result.setting), SettingResult(result.setting, setting_label(result.setting), [])).trials.append(result)
     for group in groups.values():
         group.trials.sort(key=lambda t: t.seed)
     order = [setting_label(s) for s in experiment.grid_settings()] if experiment.is_grid else []

@@ -1,6 +1,6 @@
 """The experiment file: which base config to train, which options to vary, seeds, epochs, where
-runs go. Its types are checked by jsonargparse against the dataclasses below and its values by
-their ``__post_init__``, so a typo fails, naming the file and the key, before any training."""
+runs go. jsonargparse checks its keys and types against the dataclasses below, their
+``__post_init__`` its values, so a mistake fails, naming the file and the key, before training."""
 
 from __future__ import annotations
 
@@ -13,10 +13,6 @@ from typing import Any, Literal
 import yaml
 from jsonargparse import ArgumentError, ArgumentParser
 from jsonargparse.typing import PositiveInt
-
-#: A grid value: what Optuna stores as a categorical parameter (``None`` switches an option
-#: off, e.g. no gradient clipping).
-GridValue = str | int | float | bool | None
 
 
 class ExperimentError(ValueError):
@@ -45,22 +41,10 @@ class FastMode:
 
 @dataclass(frozen=True)
 class Experiment:
-    """One sweep.
-
-    Args:
-        name: the study's name and the folder under ``output_dir`` (no spaces or slashes).
-        base_config: the CLI config every trial starts from (relative to the current directory).
-        vary: dotted CLI option -> a list of values (a grid: every combination x ``seeds``, each
-            run once) or a :class:`Range` (searched for ``n_trials`` trials, seeds in turn).
-        seeds: ``seed_everything`` of each run of a setting.
-        epochs: ``trainer.max_epochs`` of every trial.
-        title: the report's title (default: ``name``).
-        output_dir: where ``<name>/trials``, ``<name>/study.db`` and ``<name>/report`` go.
-        overrides: dotted CLI options fixed for every trial.
-        n_trials: trials of a range search, over all workers.
-        pruning: stop hopeless trials early (Optuna's ``MedianPruner``).
-        fast: batches and epochs of ``--fast``.
-    """
+    """One sweep (README, "Experiments (sweeps)"). ``vary`` maps dotted CLI options to a list of
+    values (a grid: every combination x ``seeds``, each run once; ``null`` switches an option
+    off) or to a :class:`Range` (searched for ``n_trials`` trials, seeds in turn). Paths are
+    relative to the current directory."""
 
     name: str
     base_config: Path
@@ -78,13 +62,13 @@ class Experiment:
         if not self.name or any(c in self.name for c in "/\\ "):
             raise ValueError(f"name: must be a word without spaces or slashes, got {self.name!r}")
         if not self.base_config.is_file():
-            raise ValueError(f"base_config: {str(self.base_config)!r} not found (relative to the current directory, {Path.cwd()})")
+            raise ValueError(f"base_config: {str(self.base_config)!r} not found (relative to {Path.cwd()})")
         if not self.vary:
             raise ValueError("vary: give at least one dotted option (e.g. trainer.gradient_clip_val) and its values")
         for key, values in self.vary.items():
             if "." not in key or key in ("seed_everything", "trainer.max_epochs"):
                 raise ValueError(f"vary.{key}: vary dotted CLI options; seeds and epochs have their own keys")
-            _check_values(key, values)
+            _check_values(f"vary.{key}", values)
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds: must be a non-empty list of distinct integers, got {self.seeds}")
         if clash := sorted(set(self.overrides) & set(self.vary)):
@@ -100,7 +84,7 @@ class Experiment:
         """The experiment's trials, default study and report (a separate folder for --fast)."""
         return self.output_dir / (f"{self.name}_fast" if fast else self.name)
 
-    def grid_settings(self) -> list[dict[str, GridValue]]:
+    def grid_settings(self) -> list[dict[str, Any]]:
         """Every combination of the varied values, in the file's order (seeds not included)."""
         return [dict(zip(self.vary, values)) for values in itertools.product(*self.vary.values())]  # type: ignore[arg-type]
 
@@ -111,20 +95,25 @@ class Experiment:
 
 def _check_values(key: str, values: list[Any] | Range) -> None:
     if isinstance(values, Range):
-        if not values.low < values.high:
-            raise ValueError(f"vary.{key}: low ({values.low}) must be below high ({values.high})")
-        if values.log and values.low <= 0:
-            raise ValueError(f"vary.{key}: a log range needs low > 0, got {values.low}")
-        return
-    if not values:
-        raise ValueError(f"vary.{key} is an empty list; give at least one value")
-    for value in values:
-        if value is not None and not isinstance(value, (str, int, float, bool)):
-            raise ValueError(f"vary.{key} holds {value!r}; grid values must be numbers, strings, booleans or null")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"vary.{key} holds {value}; use finite numbers")
-    if len(set(map(repr, values))) != len(values):
-        raise ValueError(f"vary.{key} lists a value twice: {values}")
+        if not values.low < values.high or (values.log and values.low <= 0):
+            raise ValueError(f"{key}: low ({values.low}) must be below high ({values.high}), and above 0 for a log range")
+    elif not values:
+        raise ValueError(f"{key} is an empty list; give at least one value")
+    elif bad := [v for v in values if isinstance(v, (list, dict)) or (isinstance(v, float) and not math.isfinite(v))]:
+        raise ValueError(f"{key} holds {bad[0]!r}; grid values must be finite numbers, strings, booleans or null")
+    elif len(set(map(repr, values))) != len(values):
+        raise ValueError(f"{key} lists a value twice: {values}")
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    """Read and check the experiment file at ``path``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ExperimentError(f"experiment file {str(path)!r} not found (e.g. configs/experiments/clip_value.yaml)")
+    try:
+        return parse_experiment(yaml.safe_load(path.read_text()), path)
+    except yaml.YAMLError as err:
+        raise ExperimentError(f"{path}: not valid YAML: {err}") from None
 
 
 def parse_experiment(data: Any, source: str | Path = "<experiment>") -> Experiment:
@@ -137,27 +126,13 @@ def parse_experiment(data: Any, source: str | Path = "<experiment>") -> Experime
         config = parser.parse_object(data).as_dict()
         config["vary"] = {k: Range(**v) if isinstance(v, dict) else v for k, v in config["vary"].items()}
         return Experiment(**{**config, "fast": FastMode(**config["fast"])})
-    except (ArgumentError, ValueError, TypeError) as err:  # a wrong type, or a value refused above
+    except (ArgumentError, ValueError, TypeError) as err:  # a wrong key or type, or a value refused above
         raise ExperimentError(f"{source}: {err}") from None
 
 
-def load_experiment(path: str | Path) -> Experiment:
-    """Read and check the experiment file at ``path``."""
-    path = Path(path)
-    if not path.is_file():
-        raise ExperimentError(f"experiment file {str(path)!r} not found (e.g. configs/experiments/clip_value.yaml)")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ExperimentError(f"{path}: not valid YAML: {err}") from None
-    return parse_experiment(data, path)
-
-
-def format_value(value: GridValue) -> str:
+def format_value(value: Any) -> str:
     """A value as tables and figures show it (``None`` reads as ``none``)."""
-    if value is None:
-        return "none"
-    return f"{value:g}" if isinstance(value, float) else str(value)
+    return "none" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def short_key(key: str) -> str:
