@@ -222,16 +222,22 @@ class VAEModule(LightningModule):
         """Lightning's loader with ``weights_only=True`` (no pickled code from the file runs) and a
         ``CheckpointError`` naming the problem for a missing file, a file that is not a checkpoint,
         or weights that do not fit the model (e.g. a ``network=...`` override of another size)."""
-        saved = read_checkpoint(checkpoint_path).get("hyper_parameters") or {} if "://" not in str(checkpoint_path) else {}
+        local = "://" not in str(checkpoint_path)
+        saved = (read_checkpoint(checkpoint_path).get("hyper_parameters") or {}) if local else {}
         try:
             module = super().load_from_checkpoint(checkpoint_path, *args, weights_only=weights_only, **kwargs)
         except RuntimeError as err:
             details = " ".join(line.strip() for line in str(err).splitlines()[1:4])
             overrides = sorted(set(kwargs) - {"map_location", "hparams_file", "strict"})
+            fix = (
+                "Load it without overriding its architecture."
+                if "network" in saved or not local
+                else "Its module was built in Python, not by the CLI, so the checkpoint does not describe "
+                "the network: pass it again, load_from_checkpoint(path, network=...)."
+            )
             raise CheckpointError(
                 f"checkpoint {checkpoint_path} does not fit the model built from its settings with the "
-                f"overrides {overrides}: {details} A checkpoint of a module built in Python (not by the CLI) "
-                f"needs its network passed again: load_from_checkpoint(path, network=...)."
+                f"overrides {overrides}: {details} {fix}"
             ) from err
         # rebuilt from the saved configuration, the objects are again described by it, so a
         # checkpoint of the loaded module can be loaded in turn
