@@ -1,5 +1,5 @@
 # GPU training image: PyTorch with CUDA 12.8 and cuDNN 9 (NVIDIA driver 570 or newer), the
-# project on top. Build, train, predict: README.md, "Docker".
+# project on top. Build, train, predict: docs/docker.md.
 FROM pytorch/pytorch:2.9.1-cuda12.8-cudnn9-runtime
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
