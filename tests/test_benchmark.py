@@ -1,9 +1,9 @@
-"""The epoch-time benchmark runs and reports its three rows, and the fast default training path
-(tensor batches, lean logging) computes exactly the losses of a plain DataLoader loop."""
+"""The epoch-time benchmark runs and reports its rows, and the project's default training path
+(uint8 tensor batches, lean logging, all default callbacks) computes exactly the losses of a
+plain DataLoader loop with the benchmark's plain step."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import subprocess
@@ -17,22 +17,20 @@ from torchvision import datasets, transforms
 
 from recorders import StepLosses
 from tb import read_events, scalar_values
-from vae_lightning.cli import PROGRESS_BAR_REFRESH_RATE, main
+from vae_lightning.cli import main
 from vae_lightning.data import train_val_split
-from vae_lightning.model import VAE
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = REPO_ROOT / "benchmarks" / "epoch_time.py"
+BENCHMARKS = REPO_ROOT / "benchmarks"
+SCRIPT = BENCHMARKS / "epoch_time.py"
+sys.path.insert(0, str(BENCHMARKS))  # the benchmark's modules import each other as siblings
+
+import loops  # noqa: E402
+import settings  # noqa: E402
+from rows import FLOOR, LIGHTNING, PLAIN, PROJECT, REFERENCE  # noqa: E402
 
 
-def _benchmark_module():
-    spec = importlib.util.spec_from_file_location("epoch_time", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_benchmark_writes_json_and_table_with_floor_reference_and_project(mnist_dir: Path, tmp_path: Path) -> None:
+def test_benchmark_writes_json_and_table_with_floor_reference_lightning_and_project(mnist_dir: Path, tmp_path: Path) -> None:
     args = ["--device", "cpu", "--epochs", "1", "--warmup", "0", "--limit-batches", "3", "--threads", "1", "--in-process",
             "--repeats", "2"]
     proc = subprocess.run(
@@ -45,7 +43,7 @@ def test_benchmark_writes_json_and_table_with_floor_reference_and_project(mnist_
     assert "No GPU here" in proc.stdout  # CPU-only machines are told the GPU rows need --device cuda
     report = json.loads((tmp_path / "epoch_time_cpu.json").read_text())
     rows = {row["name"]: row for row in report["rows"]}
-    assert set(rows) == {"floor", "reference", "project"}
+    assert set(rows) == {FLOOR, PLAIN, REFERENCE, LIGHTNING, PROJECT}
     for row in rows.values():
         assert "error" not in row, row
         for key in ("seconds_per_epoch", "cpu_seconds_per_epoch", "images_per_s", "peak_rss_mb", "val_loss"):
@@ -54,9 +52,15 @@ def test_benchmark_writes_json_and_table_with_floor_reference_and_project(mnist_
         # --repeats 2: each row is the median of its two interleaved runs, which the report keeps
         assert len(row["runs_seconds_per_epoch"]) == 2
         assert row["seconds_per_epoch"] == round(sum(row["runs_seconds_per_epoch"]) / 2, 4)
-    assert set(report["ratios"]) >= {"project_over_floor_time", "reference_over_project_time", "project_over_floor_memory"}
+    # the fair floor flushes denormals as the project does; the plain loop and the reference do not
+    assert rows[FLOOR]["denormal_flush_share"] == 1.0 and rows[PLAIN]["denormal_flush_share"] == 0.0
+    # the floor and the bare Lightning loop train the same model on the same batches
+    assert rows[FLOOR]["val_loss"] == rows[LIGHTNING]["val_loss"]
+    assert set(report["ratios"]) >= {"project_over_floor_time", "reference_over_project_time", "project_over_floor_memory",
+                                     "lightning_over_floor_time", "project_over_lightning_time"}
     assert all(math.isfinite(v) for v in report["ratios"].values())
-    assert [run["project"] for run in report["runs"]] == rows["project"]["runs_seconds_per_epoch"]
+    assert set(report["targets"]) == {"project_over_floor_time", "reference_over_project_time", "project_over_floor_memory"}
+    assert [run[PROJECT] for run in report["runs"]] == rows[PROJECT]["runs_seconds_per_epoch"]
     table = (tmp_path / "epoch_time_cpu.md").read_text()
     assert all(f"| {name} |" in table for name in rows)
     assert "median of 2 runs, interleaved" in table
@@ -72,11 +76,19 @@ def test_benchmark_refuses_cuda_without_a_gpu_and_says_so(tmp_path: Path) -> Non
     assert "No CUDA GPU is available" in proc.stderr
 
 
-def test_fast_default_path_trains_exactly_like_a_plain_dataloader_loop(
-    cli_args: list[str], mnist_dir: Path, tmp_path: Path
-) -> None:
+def test_benchmark_reads_the_model_and_training_settings_from_the_default_config() -> None:
+    default, conv = settings.load(), settings.load(["configs/conv.yaml"])
+    assert default.model["network"]["class_path"] == "vae_lightning.models.MLPVAE"
+    assert (default.clip_val, default.clip_algorithm, default.batch_size) == (1.0, "value", 128)
+    training = loops.PlainTraining(default, (1, 28, 28), "cpu")
+    assert training.optimizer.defaults["lr"] == 0.003 and training.optimizer.defaults["momentum"] == 0.9
+    assert conv.model["network"]["class_path"] == "vae_lightning.models.ConvVAE"
+    assert "hidden_dims" not in conv.model["network"]["init_args"]  # the overlay's class replaces the MLP's arguments
+
+
+def test_default_path_trains_exactly_like_a_plain_dataloader_loop(cli_args: list[str], mnist_dir: Path) -> None:
     steps = 6
-    # fast path: the default config (tensor batch loader, lean step logging, its callbacks)
+    # the project's path: the default config (tensor batch loader, lean step logging, its callbacks)
     cli = main(
         [
             *cli_args,
@@ -93,22 +105,18 @@ def test_fast_default_path_trains_exactly_like_a_plain_dataloader_loop(
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
 
     # plain path: torchvision MNIST + ToTensor, a standard DataLoader with the same sampler order,
-    # and the benchmark's plain eager step (loss, backward, clip by value 1, SGD)
-    bench = _benchmark_module()
+    # and the benchmark's plain eager step (loss, backward, clipping, SGD) built from the config
     data = cli.datamodule
     train_idx, _ = train_val_split(60_000, data.val_size, data.split_seed)
     dataset = Subset(datasets.MNIST(str(mnist_dir), train=True, transform=transforms.ToTensor()), train_idx.tolist())
     sampler = DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=True, seed=data.split_seed)
     batches = iter(DataLoader(dataset, batch_size=data.batch_size, sampler=sampler))  # draws a worker seed
-    torch.manual_seed(0)  # the config's seed_everything, so init and noise draws match the fast path
-    hp = cli.model.hparams
-    model = VAE(hp.input_dim, hp.hidden_dims, hp.latent_dim, hp.mc_samples, hp.tied_weights)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.003, momentum=0.9)
+    training = loops.PlainTraining(settings.load(), data.image_shape, "cpu")  # seeds as seed_everything does
     plain = []
     for step, (images, _) in enumerate(batches):
         if step == steps:
             break
-        plain.append(float(bench.train_step(model, optimizer, images.view(len(images), -1))))
+        plain.append(float(training.step(images)))
 
     assert len(recorder.losses) == steps
     torch.testing.assert_close(torch.tensor(recorder.losses), torch.tensor(plain), rtol=0, atol=0)  # bit for bit
@@ -124,8 +132,8 @@ def test_fast_default_path_trains_exactly_like_a_plain_dataloader_loop(
     assert all(math.isclose(a, b, rel_tol=1e-6) for a, b in zip(logged_steps, recorder.losses[1::2]))
 
 
-def test_default_progress_bar_redraws_every_20_steps_and_stays_off_when_disabled(cli_args: list[str]) -> None:
-    shown = [arg for arg in cli_args if not arg.startswith("--trainer.enable_progress_bar")]
-    bar = main(shown, run=False).trainer.progress_bar_callback
-    assert isinstance(bar, TQDMProgressBar) and bar.refresh_rate == PROGRESS_BAR_REFRESH_RATE == 20
-    assert main(cli_args, run=False).trainer.progress_bar_callback is None  # --trainer.enable_progress_bar=false
+def test_default_progress_bar_redraws_every_20_steps_and_refresh_rate_0_turns_it_off(cli_args: list[str]) -> None:
+    bar = main(cli_args, run=False).trainer.progress_bar_callback
+    assert isinstance(bar, TQDMProgressBar) and bar.refresh_rate == 20 and bar.is_enabled
+    off = main([*cli_args, "--trainer.callbacks.refresh_rate=0"], run=False).trainer.progress_bar_callback
+    assert isinstance(off, TQDMProgressBar) and off.is_disabled
