@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torchvision
 from conftest import CONFIGS, cpu_run_args
-from image_files import write_shapes_folder
+from image_files import write_cifar10, write_shapes_folder
 from PIL import Image
 from recorders import StepLosses
 
@@ -174,3 +175,31 @@ def test_conv_vae_on_an_rgb_image_folder_trains_tests_and_predicts_through_the_c
     # colour survives the trip: the decoded samples are not grey
     samples = grid_cell(read_grid(shapes_run.predictions / "samples.png"), 0, 4, 32, 32).astype(int)
     assert np.abs(samples - samples.mean(axis=-1, keepdims=True)).max() > 10
+
+
+def test_the_cifar10_config_trains_a_colour_conv_vae_on_cifar10s_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in write_cifar10(tmp_path / "data", per_batch=8).items():  # their sums stand in for the published ones
+        monkeypatch.setattr(torchvision.datasets.CIFAR10, name, value)
+    losses = StepLosses()
+    cli = main(
+        [
+            "fit",
+            *cpu_run_args(tmp_path / "data", tmp_path),
+            "--config",
+            str(CONFIGS / "conv.yaml"),
+            "--config",
+            str(CONFIGS / "cifar10.yaml"),
+            "--data.val_size=8",
+            "--data.batch_size=8",
+            "--trainer.max_epochs=1",
+            "--trainer.limit_train_batches=3",
+            "--trainer.callbacks.refresh_rate=0",
+        ],
+        trainer_defaults={"callbacks": [losses]},
+    )
+    network = cli.model.network
+    assert isinstance(network, ConvVAE) and network.image_shape == (3, 32, 32) and network.latent_dim == 128
+    assert network.feature_shape == (128, 4, 4)  # three halvings of 32 x 32
+    assert len(losses.losses) == 3 and all(math.isfinite(loss) for loss in losses.losses)
