@@ -284,3 +284,14 @@ def test_the_command_line_refuses_val_size_beyond_the_data_with_one_error_line(
     error = capsys.readouterr().err
     assert "error: data.val_size must be between 1 and 9 for the 10 training images of image_folder, got 5000" in error
     assert "Traceback" not in error
+
+
+def test_16_bit_grey_images_are_scaled_to_8_bits_not_clipped(tmp_path: Path) -> None:
+    levels = np.array([[0, 257 * 64], [257 * 128, 65535]], dtype=np.uint16)
+    for split in ("train", "test"):
+        (tmp_path / split / "a").mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(levels).save(tmp_path / split / "a" / f"{i}.png")  # a 16-bit PNG
+    dm = loaded(tmp_path, "image_folder", val_size=1)
+    assert dm.image_shape == (1, 2, 2)
+    assert dm.splits["test"][0][0, 0].tolist() == [[0, 64], [128, 255]]

@@ -18,6 +18,7 @@ from functools import partial
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
@@ -148,8 +149,10 @@ def _open_image(path: str, channels: int | None) -> Image.Image:
         image.load()
     except (UnidentifiedImageError, OSError) as err:
         raise CorruptDataError(f"cannot read image {path}: {err}. Delete or replace the file.") from err
+    if image.mode.startswith("I;16"):  # 16-bit grey: scale to 8 bits (PIL's convert would clip at 255)
+        image = Image.fromarray(np.round(np.asarray(image, dtype=np.float64) / 257).astype(np.uint8))
     if channels is None:
-        channels = 1 if image.mode in ("1", "L", "LA", "I", "I;16", "F") else 3
+        channels = 1 if image.mode in ("1", "L", "LA", "I", "F") else 3
     return image.convert("L" if channels == 1 else "RGB")
 
 
