@@ -44,7 +44,7 @@ def _save(fig: plt.Figure, path: Path, empty: str | None = None) -> Path:
 def plot_val_curves(settings: list[SettingResult], title: str, path: Path) -> Path:
     """Validation loss per epoch: the mean over seeds per setting, a band from lowest to highest."""
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    ax.set(title=f"{title}: validation loss per epoch\n(mean over seeds, band: min-max)", xlabel="epoch", ylabel="validation loss (RL + KL)")
+    ax.set(title=f"{title}: validation loss per epoch\n(mean over seeds, band: min-max)", xlabel="epoch", ylabel="val loss (RL + KL)")
     drawn = [s for s in settings if any(t.val_curve for t in s.completed)]
     for color, setting in zip(plt.get_cmap("viridis")(np.linspace(0, 1, max(len(drawn), 1))), drawn):
         curves = [t.val_curve for t in setting.completed if t.val_curve]
@@ -64,10 +64,12 @@ def plot_final_loss(settings: list[SettingResult], title: str, path: Path) -> Pa
     ax.set(title=f"{title}: final validation loss per setting", ylabel="final validation loss")
     x = _by_setting(ax, settings)
     means = np.array([s.mean("val_loss") for s in settings], dtype=float)
-    ax.errorbar(x, means, yerr=[s.std("val_loss") if s.completed else 0 for s in settings], fmt="o", color="C0", capsize=4, label="mean ± std over seeds")
+    stds = [s.std("val_loss") if s.completed else 0 for s in settings]
+    ax.errorbar(x, means, yerr=stds, fmt="o", color="C0", capsize=4, label="mean ± std over seeds")
     top = max((v for s in settings for v in s.values("val_loss")), default=1.0)
     for i, setting in enumerate(settings):
-        ax.scatter([i] * len(setting.values("val_loss")), setting.values("val_loss"), color="C1", s=12, alpha=0.7, zorder=3, label=None if i else "single seed")
+        seeds = setting.values("val_loss")
+        ax.scatter([i] * len(seeds), seeds, color="C1", s=12, alpha=0.7, zorder=3, label=None if i else "single seed")
         if setting.failed:
             ax.annotate(f"x {len(setting.failed)} failed", (i, top), ha="center", fontsize=8, color="C3")
     if np.isfinite(means).any():
@@ -84,13 +86,15 @@ def plot_latent_ranges(settings: list[SettingResult], title: str, path: Path, ma
     keys = {k for s in settings for t in s.completed for k in t.latent}
     dims = min(sum(f"mu{i}_min" in keys for i in range(1, len(keys) + 1)), max_dims)
     fig, axes = plt.subplots(2, max(dims, 1), figsize=(3.6 * max(dims, 1), 6.5), squeeze=False)
-    fig.suptitle(f"{title}: value ranges of mu and sigma per latent dimension\n(posterior mean and std on the validation set, averaged over seeds)", fontsize=10)
+    fig.suptitle(f"{title}: value ranges of mu and sigma per latent dimension\n"
+                 "(posterior mean and std on the validation set, averaged over seeds)", fontsize=10)
     for row, name in enumerate(("mu", "sigma")):
         for col in range(dims):
             ax, key = axes[row][col], f"{name}{col + 1}"
 
             def avg(stat: str) -> np.ndarray:
-                return np.array([statistics.fmean(v) if (v := [t.latent[f"{key}_{stat}"] for t in s.completed if f"{key}_{stat}" in t.latent]) else math.nan for s in settings])
+                per_setting = [[t.latent[f"{key}_{stat}"] for t in s.completed if f"{key}_{stat}" in t.latent] for s in settings]
+                return np.array([statistics.fmean(v) if v else math.nan for v in per_setting])
 
             x = _by_setting(ax, settings)
             ax.vlines(x, avg("min"), avg("max"), color="C0", linewidth=1.2, label="min-max")
@@ -109,10 +113,11 @@ def plot_grad_norms(settings: list[SettingResult], title: str, path: Path) -> Pa
     ax.set(title=f"{title}: gradient norm before and after clipping", ylabel="global gradient L2 norm per step")
     x = _by_setting(ax, settings)
     for offset, tag, label, color in ((-0.12, GRAD_TAGS[0], "before clipping", "C3"), (0.12, GRAD_TAGS[1], "after clipping", "C0")):
-        logged = [(i + offset, np.percentile(v, [10, 50, 90])) for i, s in zip(x, settings) if (v := [g for t in s.trials for g in t.grad_norms.get(tag, []) if math.isfinite(g)])]
-        if logged:
-            q = np.array([p for _, p in logged])
-            ax.errorbar([p for p, _ in logged], q[:, 1], yerr=[q[:, 1] - q[:, 0], q[:, 2] - q[:, 1]], fmt="o", color=color, capsize=3, label=f"{label} (median, 10-90%)")
+        norms = [[g for t in s.trials for g in t.grad_norms.get(tag, []) if math.isfinite(g)] for s in settings]
+        if logged := [i for i, v in enumerate(norms) if v]:
+            low, median, high = np.array([np.percentile(norms[i], [10, 50, 90]) for i in logged]).T
+            ax.errorbar(x[logged] + offset, median, yerr=[median - low, high - median], fmt="o", color=color, capsize=3,
+                        label=f"{label} (median, 10-90%)")
     if ax.has_data():
         ax.set_yscale("log")
         ax.legend(fontsize=8)
@@ -131,5 +136,6 @@ def plot_best_samples(trial: TrialResult | None, title: str, path: Path, num_ima
     with torch.no_grad():
         images = model.generate(num_images, generator=torch.Generator().manual_seed(seed))  # (N, C, H, W) in [0, 1]
     ax.imshow(make_grid(images.clamp(0, 1), nrow=math.isqrt(num_images), pad_value=1.0).permute(1, 2, 0).numpy())
-    ax.set_title(f"{title}: {num_images} samples z ~ N(0, I) from the best model\n({setting_label(trial.setting)}, seed {trial.seed}, val loss {trial.val_loss:.2f})", fontsize=9)
+    setting = f"{setting_label(trial.setting)}, seed {trial.seed}, val loss {trial.val_loss:.2f}"
+    ax.set_title(f"{title}: {num_images} samples z ~ N(0, I) from the best model\n({setting})", fontsize=9)
     return _save(fig, path)

@@ -26,13 +26,17 @@ def results_table(settings: list[SettingResult], option: str) -> str:
     lines = [f"| {option} | final val loss | RL | KL | epochs | wall time per run (s) | runs |", "|---|---|---|---|---|---|---|"]
     for s in settings:
         pruned = sum(t.state == "pruned" for t in s.trials)
-        runs = f"{len(s.completed)}/{len(s.trials)}" + (f" ({len(s.failed)} failed)" if s.failed else "") + (f" ({pruned} pruned)" if pruned else "")
-        label, loss = (f"**{s.label}** (best)", f"**{_mean_std(s, 'val_loss')}**") if s is best else (s.label, _mean_std(s, "val_loss") if s.completed else "failed")
+        runs = f"{len(s.completed)}/{len(s.trials)}" + (f" ({len(s.failed)} failed)" if s.failed else "")
+        runs += f" ({pruned} pruned)" if pruned else ""
+        loss = _mean_std(s, "val_loss") if s.completed else "failed"
+        label, loss = (f"**{s.label}** (best)", f"**{loss}**") if s is best else (s.label, loss)
         epochs = ", ".join(map(str, sorted({t.epochs for t in s.completed if t.epochs is not None}))) or "–"
-        lines.append(f"| {label} | {loss} | {_mean_std(s, 'val_rl')} | {_mean_std(s, 'val_kl')} | {epochs} | {_mean_std(s, 'wall_time_s', 0)} | {runs} |")
+        cells = [label, loss, _mean_std(s, "val_rl"), _mean_std(s, "val_kl"), epochs, _mean_std(s, "wall_time_s", 0), runs]
+        lines.append("| " + " | ".join(cells) + " |")
     if failed := [(s, t) for s in settings for t in s.failed]:
         lines += ["", "Failed runs:", ""]
-        lines += [f"- {option} = {s.label}, seed {t.seed} (trial {t.number}): {(t.fail_reason or 'unknown').replace(chr(10), ' ')}" for s, t in failed]
+        for s, t in failed:
+            lines.append(f"- {option} = {s.label}, seed {t.seed} (trial {t.number}): {(t.fail_reason or 'unknown').replace(chr(10), ' ')}")
     return "\n".join(lines) + "\n"
 
 
@@ -41,7 +45,8 @@ def summary_line(settings: list[SettingResult], option: str) -> str:
     if (best := best_setting(settings)) is None:
         return "No run completed."
     spread = f" ± {best.std('val_loss'):.2f}" if len(best.completed) > 1 else ""
-    return f"Best {option}: **{best.label}**, final validation loss {best.mean('val_loss'):.2f}{spread} over {len(best.completed)} seed(s)."
+    loss = f"{best.mean('val_loss'):.2f}{spread}"
+    return f"Best {option}: **{best.label}**, final validation loss {loss} over {len(best.completed)} seed(s)."
 
 
 def make_report(experiment: Experiment, study: optuna.Study, out_dir: Path, fast: bool = False) -> Path:
@@ -59,5 +64,5 @@ def make_report(experiment: Experiment, study: optuna.Study, out_dir: Path, fast
     ]
     markdown = out_dir / f"{experiment.name}.md"
     images = [f"![{path.stem.removeprefix(experiment.name + '_')}]({path.name})" for path in paths]
-    markdown.write_text("\n".join([f"# {title}", "", summary_line(settings, option), "", results_table(settings, option), "", *images, ""]))
+    markdown.write_text("\n".join([f"# {title}", "", summary_line(settings, option), "", results_table(settings, option), "", *images]) + "\n")
     return markdown

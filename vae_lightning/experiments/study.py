@@ -31,6 +31,7 @@ from typing import Any
 
 import optuna
 import sqlalchemy.exc
+from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from optuna.exceptions import ExperimentalWarning
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
@@ -101,7 +102,8 @@ def grid_point(trial: FrozenTrial) -> frozenset:
 
 def describe(trial: FrozenTrial) -> str:
     """``gradient_clip_val=0.5, seed 1``."""
-    return ", ".join([*(f"{short_key(k)}={format_value(v)}" for k, v in trial.params.items() if k != SEED), f"seed {trial.user_attrs.get(SEED)}"])
+    setting = [f"{short_key(k)}={format_value(v)}" for k, v in trial.params.items() if k != SEED]
+    return ", ".join([*setting, f"seed {trial.user_attrs.get(SEED)}"])
 
 
 def trial_version(number: int, setting: dict[str, Any], seed: int) -> str:
@@ -123,7 +125,8 @@ def trial_args(experiment: Experiment, setting: dict[str, Any], seed: int, fast:
     if limits:
         args += [f"--trainer.limit_train_batches={limits.limit_train_batches}", f"--trainer.limit_val_batches={limits.limit_val_batches}"]
     logger = "--trainer.logger.init_args"
-    return args + [f"{logger}.save_dir={experiment.run_dir(fast)}", f"{logger}.name=trials", f"{logger}.version={version}", f"{logger}.default_hp_metric=false"]
+    return args + [f"{logger}.save_dir={experiment.run_dir(fast)}", f"{logger}.name=trials", f"{logger}.version={version}",
+                   f"{logger}.default_hp_metric=false"]
 
 
 @contextlib.contextmanager
@@ -144,10 +147,25 @@ def output_to(path: Path) -> Iterator[None]:
                 os.close(old)
 
 
-def run_training(args: list[str], callbacks: list[Any], hparams: dict[str, Any]) -> dict[str, float]:
+class HParamsTab(Callback):
+    """Shows a trial's options and seed in TensorBoard's HParams tab, beside its final ``hp/val_*``."""
+
+    def __init__(self, hparams: dict[str, Any]) -> None:
+        self.hparams = hparams
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.logger is not None:
+            trainer.logger.log_hyperparams(self.hparams, {f"hp/{name}": math.nan for name in METRICS})
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        metrics = {f"hp/{name}": float(trainer.callback_metrics[tag]) for name, tag in METRICS.items() if tag in trainer.callback_metrics}
+        if trainer.logger is not None:
+            trainer.logger.log_metrics(metrics, step=trainer.global_step)
+
+
+def run_training(args: list[str], callbacks: list[Callback]) -> dict[str, float]:
     """``fit`` through the project's CLI; returns the final validation metrics, epochs and wall
-    time, or raises :class:`TrainingFailed` when the loss stops being finite or the run raises.
-    ``hparams`` (the trial's options and seed) go to TensorBoard's HParams tab beside ``hp/val_*``."""
+    time, or raises :class:`TrainingFailed` when the loss stops being finite or the run raises."""
     start = time.perf_counter()
     try:
         trainer = main(["fit", *args], trainer_defaults={"callbacks": callbacks}).trainer
@@ -164,8 +182,6 @@ def run_training(args: list[str], callbacks: list[Any], hparams: dict[str, Any])
     metrics = {name: float(trainer.callback_metrics[tag]) for name, tag in METRICS.items() if tag in trainer.callback_metrics}
     if "val_loss" not in metrics or not all(map(math.isfinite, metrics.values())):
         raise TrainingFailed(f"no finite validation loss at the end: {metrics}")
-    if trainer.logger is not None:
-        trainer.logger.log_hyperparams(hparams, {f"hp/{name}": value for name, value in metrics.items()})
     return {**metrics, "epochs": trainer.current_epoch, "wall_time_s": time.perf_counter() - start}
 
 
@@ -228,11 +244,14 @@ class Sweep:
         run_dir.mkdir(parents=True, exist_ok=True)
         for name, value in {SEED: seed, "run_dir": str(run_dir), "worker": f"{socket.gethostname()}:{os.getpid()}"}.items():
             trial.set_user_attr(name, value)
-        callbacks = [PyTorchLightningPruningCallback(trial, monitor="val/loss")] if self.experiment.pruning else []
+        callbacks: list[Callback] = [HParamsTab({**setting, SEED: seed})]
+        if self.experiment.pruning:
+            callbacks.append(PyTorchLightningPruningCallback(trial, monitor="val/loss"))
         self.trained += 1
         try:
             with contextlib.nullcontext() if self.verbose else output_to(run_dir / "log.txt"):
-                result = run_training(trial_args(self.experiment, setting, seed, self.fast, self.extra_args, version), callbacks, {**setting, SEED: seed})
+                args = trial_args(self.experiment, setting, seed, self.fast, self.extra_args, version)
+                result = run_training(args, callbacks)
         except TrainingFailed as err:
             trial.set_user_attr("fail_reason", str(err))
             raise
@@ -243,9 +262,11 @@ class Sweep:
     def show(self, study: optuna.Study, trial: FrozenTrial | None = None) -> None:
         """A line for ``trial`` (Optuna's callback after each of this worker's trials), then the bar."""
         if trial is not None and "duplicate_of" not in trial.user_attrs:
-            outcome = f"failed: {trial.user_attrs.get('fail_reason')}" if trial.state == TrialState.FAIL else "pruned" if trial.value is None \
-                else f"val loss {trial.value:.2f}"
-            self.bar.write(f"trial {trial.number}  {describe(trial)}  {outcome}  ({trial.duration.total_seconds() if trial.duration else 0:.0f} s)")
+            outcome = f"val loss {trial.value:.2f}" if trial.state == TrialState.COMPLETE else trial.state.name.lower()
+            if trial.state == TrialState.FAIL:
+                outcome = f"failed: {trial.user_attrs.get('fail_reason')}"
+            seconds = trial.duration.total_seconds() if trial.duration else 0.0
+            self.bar.write(f"trial {trial.number}  {describe(trial)}  {outcome}  ({seconds:.0f} s)")
         trials = study.get_trials(deepcopy=False)
         self.bar.n = min(sum(map(is_result, trials)), self.bar.total)
         if complete := [t for t in trials if t.state == TrialState.COMPLETE]:
@@ -259,21 +280,23 @@ class Sweep:
         done = sum(map(is_result, self.study.get_trials(deepcopy=False)))  # the time left follows this run's pace
         self.bar = tqdm(total=self.experiment.total_trials(), initial=done, desc=self.study.study_name, unit="trial", smoothing=0,
                         disable=self.verbose, dynamic_ncols=True)
-        while self.max_trials is None or self.trained < self.max_trials:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ExperimentalWarning)
-                fail_stale_trials(self.study)  # dead workers' trials go back to the queue
-            if self.experiment.is_grid:
-                self.enqueue_missing()
-            trials = self.study.get_trials(deepcopy=False)
-            self.show(self.study)
-            if any(t.state == TrialState.WAITING for t in trials) or sum(map(holds, trials)) < self.experiment.total_trials():
-                self.study.optimize(self.objective, n_trials=1, catch=(TrainingFailed,), callbacks=[self.show], gc_after_trial=True)
-            elif any(t.state == TrialState.RUNNING for t in trials):
-                time.sleep(POLL_S)  # other workers' trials: wait for them, and rerun them if their worker dies
-            else:
-                break
-        self.bar.close()
+        try:
+            while self.max_trials is None or self.trained < self.max_trials:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", ExperimentalWarning)
+                    fail_stale_trials(self.study)  # dead workers' trials go back to the queue
+                if self.experiment.is_grid:
+                    self.enqueue_missing()
+                trials = self.study.get_trials(deepcopy=False)
+                self.show(self.study)
+                if any(t.state == TrialState.WAITING for t in trials) or sum(map(holds, trials)) < self.experiment.total_trials():
+                    self.study.optimize(self.objective, n_trials=1, catch=(TrainingFailed,), callbacks=[self.show], gc_after_trial=True)
+                elif any(t.state == TrialState.RUNNING for t in trials):
+                    time.sleep(POLL_S)  # other workers' trials: wait for them, and rerun them if their worker dies
+                else:
+                    break
+        finally:
+            self.bar.close()
 
 
 def _suggest(trial: Trial, key: str, values: list[Any] | Range) -> Any:
