@@ -56,8 +56,9 @@ class TrainingFailed(RuntimeError):
 
 
 def open_study(experiment: Experiment, fast: bool = False, storage: str | None = None, grace_period: int = 60) -> optuna.Study:
-    """Create the experiment's study, or load it (how a sweep resumes and workers share one); by
-    default in ``<run folder>/study.db``. A trial silent for ``grace_period`` s is queued again."""
+    """Create the experiment's study, or load it (how a sweep resumes and workers share one), by
+    default in ``<run folder>/study.db``. A trial whose worker has been silent for
+    ``grace_period`` seconds is queued again."""
     if storage is None:
         experiment.run_dir(fast).mkdir(parents=True, exist_ok=True)
         storage = f"sqlite:///{(experiment.run_dir(fast) / 'study.db').resolve()}"
