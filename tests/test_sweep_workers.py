@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import optuna
@@ -36,7 +37,7 @@ def start_worker(experiment_file: Path, *options: str) -> subprocess.Popen:
 
 
 def finish(worker: subprocess.Popen) -> tuple[str, str]:
-    out, err = worker.communicate(timeout=300)
+    out, err = worker.communicate(timeout=240)
     assert worker.returncode == 0, err
     return out, err
 
@@ -82,17 +83,24 @@ def test_two_workers_on_postgres_train_each_setting_once_and_rerun_a_killed_work
 ) -> None:
     experiment_file = write_experiment(tmp_path, mnist_dir, GRID, SEEDS)
     killed, survivor = (start_worker(experiment_file, "--storage", postgres_url, "--grace-period", "3") for _ in range(2))
-    study = wait_for_study(postgres_url)
-    deadline, victim = time.monotonic() + 120, None
-    while victim is None and time.monotonic() < deadline:  # kill the first worker in the middle of a trial
-        running = [t for t in study.get_trials(states=(TrialState.RUNNING,)) if t.user_attrs.get("worker", "").endswith(f":{killed.pid}")]
-        if running:
-            killed.kill()
-            victim = running[0]
-        time.sleep(0.05)
-    assert victim is not None, "the first worker never started a trial"
-    killed.wait(timeout=30)
-    finish(survivor)
+    try:
+        study = wait_for_study(postgres_url)
+        deadline, victim = time.monotonic() + 120, None
+        while victim is None and time.monotonic() < deadline:  # kill the first worker in the middle of a trial
+            running = [  # started half a second ago: its heartbeat has begun
+                t for t in study.get_trials(states=(TrialState.RUNNING,))
+                if t.user_attrs.get("worker", "").endswith(f":{killed.pid}") and datetime.now() - t.datetime_start > timedelta(seconds=0.5)
+            ]
+            if running:
+                killed.kill()
+                victim = running[0]
+            time.sleep(0.05)
+        assert victim is not None, "the first worker never started a trial"
+        finish(survivor)
+    finally:
+        for worker in (killed, survivor):
+            worker.kill()
+            worker.communicate()
 
     assert grid_points(study) == EVERY_POINT_ONCE
     assert study.trials[victim.number].state == TrialState.FAIL and "fail_reason" not in study.trials[victim.number].user_attrs
