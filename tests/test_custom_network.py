@@ -36,7 +36,7 @@ def fit(mnist_dir: Path, tmp_path: Path, overlay: Path) -> tuple[VAEModule, list
             "--data.batch_size=32",
             "--trainer.max_epochs=1",
             "--trainer.limit_train_batches=20",
-            "--trainer.limit_val_batches=1",
+            "--trainer.limit_val_batches=2",
             "--trainer.callbacks.refresh_rate=0",
         ],
         trainer_defaults={"callbacks": [losses]},
