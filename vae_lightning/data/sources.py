@@ -1,11 +1,13 @@
 """Reading a dataset's split once into memory: uint8 images (N, C, H, W) and int64 labels.
 
 - ``mnist``, ``fashion_mnist``, ``kmnist``: torchvision's classes over the IDX files in
-  ``<data_dir>/<MNIST|FashionMNIST|KMNIST>/raw`` (sizes, and MNIST's MD5 sums, checked first);
+  ``<data_dir>/<MNIST|FashionMNIST|KMNIST>/raw`` (sizes against their IDX headers, and MNIST's
+  MD5 sums, checked first);
 - ``cifar10``: torchvision's class over ``<data_dir>/cifar-10-batches-py``, whose files
   torchvision checks against their published MD5 sums;
 - ``image_folder``: torchvision's ``ImageFolder`` layout, ``<data_dir>/train/<class>/*.png`` and
-  ``<data_dir>/test/<class>/*.png`` (any format PIL reads), the class folders giving the labels.
+  ``<data_dir>/test/<class>/*.png`` (any format PIL reads), the class folders of both splits,
+  sorted by name, giving the labels; every image takes the first training image's shape.
 
 ``image_size`` and ``channels`` resize and convert the images as they are read (for every
 dataset), so a network for 3x32x32 images can train on MNIST, or one for 1x28x28 on photos.
