@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,6 +46,16 @@ def cpu_run_args(data_dir: Path, save_dir: Path) -> list[str]:
         "--trainer.devices=1",
         "--trainer.enable_model_summary=false",
     ]
+
+
+def run_command(module: str, args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python -m <module> <args>`` in a fresh process, as a user runs it from the repository root;
+    it can import the test files' modules (callbacks named in ``--trainer.callbacks``)."""
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "tests"), str(REPO_ROOT)])}
+    environment.pop("VAE_LIGHTNING_TRACEBACK", None)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=REPO_ROOT, env=environment, capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.fixture

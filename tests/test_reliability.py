@@ -59,13 +59,14 @@ def with_callback(class_name: str, **init_args: Any) -> str:
 
 
 class SignalAt(Callback):
-    """Sends ``signum`` to this process once ``step`` optimizer steps are done (a real signal)."""
+    """Sends ``signum`` to this process (a real signal) while optimizer step ``step`` is being
+    computed; the run is to stop once that step is done."""
 
     def __init__(self, step: int, signum: int) -> None:
         self.step, self.signum = step, signum
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.global_step == self.step:
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step - 1:
             os.kill(os.getpid(), self.signum)
 
 
@@ -321,10 +322,15 @@ def test_an_invalid_value_is_refused_before_training_naming_the_key(
 # --- 6. Bad checkpoints ----------------------------------------------------------------------
 
 
+BAD_CHECKPOINTS = ["missing", "not a checkpoint", "a few bytes", "pickled object", "other architecture"]
+
+
 def bad_checkpoints(tmp_path: Path, reference_checkpoint: Path) -> dict[str, tuple[Path, list[str], str]]:
     """name -> (path, extra CLI arguments, what the error must say)."""
     text = tmp_path / "notes.ckpt"
     text.write_text("not a checkpoint")
+    few_bytes = tmp_path / "few_bytes.ckpt"
+    few_bytes.write_bytes(b"hi\n")  # the weights-only unpickler fails on these with a KeyError
     pickled_object = tmp_path / "object.ckpt"
     torch.save({"state_dict": argparse.Namespace(x=1)}, pickled_object)  # loading it would run pickled code
     weights_only = tmp_path / "weights.ckpt"  # a checkpoint without its settings, so the CLI cannot take them
@@ -333,6 +339,7 @@ def bad_checkpoints(tmp_path: Path, reference_checkpoint: Path) -> dict[str, tup
     return {
         "missing": (tmp_path / "missing.ckpt", [], "missing.ckpt does not exist"),
         "not a checkpoint": (text, [], "is not a checkpoint that can be loaded safely"),
+        "a few bytes": (few_bytes, [], "is not a checkpoint that can be loaded safely (KeyError)"),
         "pickled object": (pickled_object, [], "is not a checkpoint that can be loaded safely"),
         "other architecture": (
             weights_only,
@@ -343,7 +350,7 @@ def bad_checkpoints(tmp_path: Path, reference_checkpoint: Path) -> dict[str, tup
     }
 
 
-@pytest.mark.parametrize("case", ["missing", "not a checkpoint", "pickled object", "other architecture"])
+@pytest.mark.parametrize("case", BAD_CHECKPOINTS)
 def test_a_bad_checkpoint_is_refused_by_the_cli_before_the_run_starts(
     case: str, reference_run: dict[str, Any], mnist_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -355,7 +362,7 @@ def test_a_bad_checkpoint_is_refused_by_the_cli_before_the_run_starts(
     assert not (tmp_path / "lightning_logs").exists()
 
 
-@pytest.mark.parametrize("case", ["missing", "not a checkpoint", "pickled object", "other architecture"])
+@pytest.mark.parametrize("case", BAD_CHECKPOINTS)
 def test_a_bad_checkpoint_is_refused_by_load_from_checkpoint(
     case: str, reference_run: dict[str, Any], tmp_path: Path
 ) -> None:

@@ -53,11 +53,16 @@ class ExactResume(Callback):
     the global random states, which draw the noise eps of z = mu + sigma * eps. Lightning
     does not store the last; this callback adds them to every checkpoint and restores them.
 
-    Lightning already turns SIGTERM into a stop between batches (``SIGTERMException``, sent to
-    every process under DDP); the first Ctrl-C is routed the same way. At that clean point the
-    checkpoint is written next to ``ModelCheckpoint``'s. A second Ctrl-C stops at once, as
-    usual, and saves nothing (the state may be half-way through a step); neither does any
-    other exception, so a crash or a diverged run leaves the last checkpoint written before it.
+    During training the first Ctrl-C or SIGTERM only asks to stop. At the end of the batch the
+    processes agree (under DDP, a stop asked of any one process stops them all, after the same
+    step) and Lightning's graceful stop (``SIGTERMException``) ends the run there, on every
+    process; this callback then writes the checkpoint next to ``ModelCheckpoint``'s. A batch
+    after which validation may run is finished with its validation and epoch-end checkpoint
+    first, so the stop lands between two training batches. (Lightning's own SIGTERM handler
+    broadcasts from inside the signal handler and stops rank 0 a step before the others, which
+    deadlocks a DDP run; it is replaced while training.) A second Ctrl-C stops at once and
+    saves nothing (the state may be half-way through a step); neither does any other
+    exception, so a crash or a diverged run leaves the last checkpoint written before it.
 
     Args:
         filename: checkpoint written on Ctrl-C/SIGTERM, without ``.ckpt``, in
@@ -70,7 +75,8 @@ class ExactResume(Callback):
             raise ValueError("ExactResume filename must not be empty")
         self.filename = filename
         self.saved_path: str | None = None
-        self._previous_sigint: Any = None
+        self.stop_requested = False
+        self._previous_handlers: dict[int, Any] = {}
 
     def state_dict(self) -> dict[str, Any]:
         return {"rng_states": _rng_states()}
@@ -79,30 +85,47 @@ class ExactResume(Callback):
         if "rng_states" in state_dict:
             _set_rng_states(state_dict["rng_states"])
 
-    def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
-        rank_zero_info("Ctrl-C: stopping after the current batch and saving the checkpoint (Ctrl-C again: stop now)")
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.raise_signal(signal.SIGTERM)  # Lightning's graceful stop, coordinated across processes
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        """Only note the request: no collective call, no exception, whatever the process is doing."""
+        if signum == signal.SIGINT:
+            rank_zero_info("Ctrl-C: stopping after the current batch and saving the checkpoint (Ctrl-C again: stop now)")
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        else:
+            rank_zero_info("SIGTERM: stopping after the current batch and saving the checkpoint")
+        self.stop_requested = True
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        try:
-            self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
-        except ValueError:  # not the main thread: leave Ctrl-C alone
-            self._previous_sigint = None
-
-    def _restore_sigint(self) -> None:
-        if self._previous_sigint is not None:
+        self.stop_requested = False
+        for signum in (signal.SIGINT, signal.SIGTERM):
             try:
-                signal.signal(signal.SIGINT, self._previous_sigint)
-            except ValueError:
+                self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
+            except ValueError:  # not the main thread: leave the signals alone
+                break
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        batches = batch_idx + 1
+        every = trainer.val_check_batch
+        if batches >= trainer.num_training_batches or (isinstance(every, int) and every > 0 and batches % every == 0):
+            return  # validation may follow this batch: stop after the next one (the same on every process)
+        if trainer.strategy.reduce_boolean_decision(self.stop_requested, all=False):  # any process asked
+            # Lightning's graceful stop: SIGTERMException once this batch is done, on every process
+            trainer._signal_connector.received_sigterm = True
+
+    def _restore_signals(self) -> None:
+        for signum, handler in self._previous_handlers.items():
+            try:
+                signal.signal(signum, handler)
+            except (ValueError, TypeError):
                 pass
-            self._previous_sigint = None
+        self._previous_handlers = {}
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._restore_sigint()
+        self._restore_signals()
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
-        self._restore_sigint()
+        self._restore_signals()
         if not isinstance(exception, SIGTERMException):
             return
         callback = trainer.checkpoint_callback

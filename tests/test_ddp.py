@@ -1,0 +1,221 @@
+"""DDP on two CPU processes through the real command line (``python -m vae_lightning fit
+--trainer.strategy ddp --trainer.devices 2``), small enough for every test run: each process
+trains on its own shard, metrics are reduced over both, rank 0 alone writes; a run stopped by
+SIGTERM mid-epoch resumes to the weights of a run that never stopped; a plain autoencoder
+(no log-variance head) trains under ``ddp`` without unused parameters."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from lightning.pytorch import Callback
+
+from conftest import cpu_run_args, run_command
+from tb import read_events, scalar_values
+from vae_lightning.cli import main
+from vae_lightning.errors import STOPPED_EXIT_CODE
+
+#: 2 epochs of 4 batches per process (8 optimizer steps), 2 validation batches per process.
+DDP_RUN = [
+    "--trainer.max_epochs=2",
+    "--trainer.limit_train_batches=4",
+    "--trainer.limit_val_batches=2",
+    "--trainer.num_sanity_val_steps=0",
+    "--trainer.callbacks.refresh_rate=0",  # the progress bar, the config's last callback
+]
+
+
+def with_callback(class_name: str, **init_args: Any) -> str:
+    """Appends one of this file's callbacks to the config's list."""
+    return f"--trainer.callbacks+={json.dumps({'class_path': f'{__name__}.{class_name}', 'init_args': init_args})}"
+
+
+def ddp_fit(mnist_dir: Path, save_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+    """``fit`` with the default config under plain ``ddp`` on two CPU processes, writing under ``save_dir``."""
+    args = [a for a in cpu_run_args(mnist_dir, save_dir) if a != "--trainer.devices=1"]
+    return run_command("vae_lightning", ["fit", *args, "--trainer.strategy=ddp", "--trainer.devices=2", "--data.batch_size=32", *extra])
+
+
+def checkpoint_weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def assert_same_weights(actual: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
+    assert actual.keys() == expected.keys()
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=1e-6, msg=name)
+
+
+class RecordShards(Callback):
+    """Each process writes what it saw to ``<out_dir>/rank<r>.json``: a digest of every training
+    image, its own mean loss over the last validation, and the ``val/loss`` it logged then
+    (reduced across processes)."""
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = Path(out_dir)
+        self.train_images: list[str] = []
+        self.val_total, self.val_count, self.logged_val_loss = 0.0, 0, math.nan
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        pixels = (batch[0] * 255).round().to(torch.uint8).cpu()
+        self.train_images += [hashlib.md5(image.numpy().tobytes()).hexdigest() for image in pixels]
+
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        self.val_total, self.val_count = 0.0, 0
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self.val_total += float(outputs["loss"]) * len(batch[0])
+        self.val_count += len(batch[0])
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        self.logged_val_loss = float(trainer.callback_metrics["val/loss"])
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        record = {
+            "train_images": self.train_images,
+            "own_val_loss": self.val_total / self.val_count,
+            "logged_val_loss": self.logged_val_loss,
+        }
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        (self.out_dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
+
+
+class RecordWeights(Callback):
+    """Each process writes its parameters' names with digests of their values at the start
+    and at the end of training to ``<out_dir>/rank<r>.json``."""
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = Path(out_dir)
+        self.start: dict[str, str] = {}
+
+    @staticmethod
+    def digests(pl_module) -> dict[str, str]:
+        return {name: hashlib.md5(p.detach().cpu().numpy().tobytes()).hexdigest() for name, p in pl_module.named_parameters()}
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.start = self.digests(pl_module)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        record = {"start": self.start, "end": self.digests(pl_module)}
+        (self.out_dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
+
+
+class SignalAt(Callback):
+    """Rank 0 sends ``signum`` to its own process (as ``kill <pid>`` of the command a user started
+    does) while optimizer step ``step`` is being computed; the run is to stop once it is done."""
+
+    def __init__(self, step: int, signum: int) -> None:
+        self.step, self.signum = step, signum
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step - 1 and trainer.global_rank == 0:
+            os.kill(os.getpid(), self.signum)
+
+
+def read_ranks(folder: Path) -> list[dict[str, Any]]:
+    return [json.loads((folder / f"rank{r}.json").read_text()) for r in (0, 1)]
+
+
+@pytest.fixture(scope="module")
+def ddp_run(mnist_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One uninterrupted 2-process run; returns its ``save_dir`` (records in ``seen/``)."""
+    save_dir = tmp_path_factory.mktemp("ddp")
+    result = ddp_fit(mnist_dir, save_dir, *DDP_RUN, with_callback("RecordShards", out_dir=str(save_dir / "seen")))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return save_dir
+
+
+def test_each_process_trains_on_its_own_half_of_each_global_batch_and_metrics_are_reduced(
+    ddp_run: Path, mnist_dir: Path, tmp_path: Path
+) -> None:
+    single = main(
+        [
+            "fit",
+            *cpu_run_args(mnist_dir, tmp_path),
+            *DDP_RUN,
+            "--data.batch_size=64",
+            with_callback("RecordShards", out_dir=str(tmp_path / "seen")),
+        ]
+    )
+    ranks = read_ranks(ddp_run / "seen")
+    (whole,) = [json.loads((tmp_path / "seen" / "rank0.json").read_text())]
+    # Each process trained on its own half of each global batch of 64: the same images as one process.
+    assert len(ranks[0]["train_images"]) == len(ranks[1]["train_images"]) == 2 * 4 * 32
+    assert not set(ranks[0]["train_images"]) & set(ranks[1]["train_images"])
+    assert sorted(ranks[0]["train_images"] + ranks[1]["train_images"]) == sorted(whole["train_images"])
+    # Each validated on its own half; the logged val/loss is the mean over both, on both processes.
+    assert ranks[0]["own_val_loss"] != pytest.approx(ranks[1]["own_val_loss"], rel=1e-3)
+    reduced = (ranks[0]["own_val_loss"] + ranks[1]["own_val_loss"]) / 2
+    assert ranks[0]["logged_val_loss"] == pytest.approx(reduced, rel=1e-5)
+    assert ranks[1]["logged_val_loss"] == pytest.approx(reduced, rel=1e-5)
+    single_val_loss = float(single.trainer.callback_metrics["val/loss"])
+    print(f"val/loss: DDP {ranks[0]['logged_val_loss']:.4f} (ranks {ranks[0]['own_val_loss']:.4f}, "
+          f"{ranks[1]['own_val_loss']:.4f}), one process {single_val_loss:.4f}")
+    # Same data, same global batch: the metrics agree with one process up to the sampled noise.
+    assert ranks[0]["logged_val_loss"] == pytest.approx(single_val_loss, rel=0.02)
+
+
+def test_rank_zero_alone_writes_the_run_folder_events_and_checkpoints(ddp_run: Path) -> None:
+    runs = list((ddp_run / "lightning_logs").iterdir())
+    assert [r.name for r in runs] == ["version_0"]  # one run folder
+    (run_dir,) = runs
+    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1
+    assert len(list((run_dir / "checkpoints").iterdir())) == 2  # last.ckpt and the best, once
+    events = read_events(run_dir)
+    assert len(events.Images("samples")) == 2 and len(events.Images("reconstructions")) == 2  # one per epoch
+    logged = read_ranks(ddp_run / "seen")[0]["logged_val_loss"]
+    val_losses = scalar_values(events, "val/loss")
+    assert len(val_losses) == 2 and val_losses[-1] == pytest.approx(logged, rel=1e-6)
+
+
+def test_a_run_stopped_by_sigterm_mid_epoch_resumes_to_the_weights_of_one_that_was_not(
+    ddp_run: Path, mnist_dir: Path, tmp_path: Path
+) -> None:
+    stopped = ddp_fit(mnist_dir, tmp_path, *DDP_RUN, with_callback("SignalAt", step=6, signum=int(signal.SIGTERM)))
+    assert stopped.returncode == STOPPED_EXIT_CODE, stopped.stderr[-3000:]  # stopped, not finished
+    run_dir = tmp_path / "lightning_logs" / "version_0"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert last.is_file(), stopped.stderr[-3000:]
+    checkpoint = torch.load(last, map_location="cpu", weights_only=True)
+    assert checkpoint["global_step"] == 6  # stopped after step 6, in the middle of epoch 1
+    assert checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 1, "batches_served": 2}]
+
+    resumed = run_command("vae_lightning", ["fit", "--config", str(run_dir / "config.yaml"), "--ckpt_path=last"])
+
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    final = torch.load(tmp_path / "lightning_logs" / "version_1" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert final["global_step"] == 8
+    reference = ddp_run / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    assert_same_weights(final["state_dict"], checkpoint_weights(reference))
+
+
+def test_a_deterministic_autoencoder_trains_under_plain_ddp_with_every_parameter_used(
+    mnist_dir: Path, tmp_path: Path
+) -> None:
+    result = ddp_fit(
+        mnist_dir,
+        tmp_path,
+        "--model.network.init_args.deterministic=true",
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=3",  # an unused parameter fails DDP's second step
+        "--trainer.limit_val_batches=1",
+        "--trainer.num_sanity_val_steps=0",
+        "--trainer.callbacks.refresh_rate=0",
+        with_callback("RecordWeights", out_dir=str(tmp_path / "weights")),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = read_ranks(tmp_path / "weights")
+    assert not any("logvar" in name for name in ranks[0]["end"])  # no log-variance head to leave unused
+    assert ranks[0]["end"] == ranks[1]["end"]  # the processes stay in step
+    changed = [name for name in ranks[0]["start"] if ranks[0]["start"][name] != ranks[0]["end"][name]]
+    assert changed == list(ranks[0]["start"])  # every parameter was trained

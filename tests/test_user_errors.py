@@ -1,0 +1,139 @@
+"""A user's mistake read on the real command line (``python -m vae_lightning ...`` in a fresh
+process): missing, truncated or corrupt data, an unreadable checkpoint, a diverged run. Each
+ends with one ``error:`` paragraph naming the problem and the fix and the documented exit
+status, without a traceback unless ``--traceback`` (or ``VAE_LIGHTNING_TRACEBACK=1``) asks."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import cpu_run_args, run_command
+from vae_lightning.cli import run_cli
+from vae_lightning.errors import TRACEBACK_ENV, DataNotFoundError, run_reporting_user_errors
+
+TRACEBACK = "Traceback (most recent call last)"
+
+#: 3 epochs of 4 batches of 32, as in tests/test_reliability.py, where lr 1.0 without clipping
+#: turns the loss into NaN at step 5.
+DIVERGING_RUN = [
+    "--trainer.max_epochs=3",
+    "--trainer.limit_train_batches=4",
+    "--trainer.limit_val_batches=2",
+    "--trainer.num_sanity_val_steps=0",
+    "--data.batch_size=32",
+    "--trainer.callbacks.refresh_rate=0",
+    "--model.optimizer.init_args.lr=1.0",
+    "--trainer.gradient_clip_val=null",
+]
+
+
+def cli(subcommand: str, data_dir: Path, save_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+    """``python -m vae_lightning <subcommand>`` with the default config on CPU."""
+    return run_command("vae_lightning", [subcommand, *cpu_run_args(data_dir, save_dir), *extra])
+
+
+def error_paragraph(result: subprocess.CompletedProcess) -> str:
+    """The ``error:`` paragraph on stderr, its wrapped lines joined."""
+    assert TRACEBACK not in result.stderr, result.stderr[-3000:]
+    lines = result.stderr.splitlines()
+    (start,) = [i for i, line in enumerate(lines) if line.startswith("error: ")]
+    return " ".join(line.strip() for line in lines[start:])
+
+
+def copy_raw_file(mnist_dir: Path, data_dir: Path, name: str, size: int | None = None) -> Path:
+    """``data_dir/MNIST/raw/<name>``: a copy of the real file, or of its first ``size`` bytes."""
+    raw = data_dir / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    with (mnist_dir / "MNIST" / "raw" / name).open("rb") as source, (raw / name).open("wb") as copy:
+        if size is None:
+            shutil.copyfileobj(source, copy)
+        else:
+            copy.write(source.read(size))
+    return raw / name
+
+
+def test_missing_data_exits_2_with_where_it_looked_and_the_fix(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = cli("fit", empty, tmp_path)
+    assert result.returncode == 2
+    message = error_paragraph(result)
+    assert f"error: MNIST not found: looked for its files in {empty / 'MNIST' / 'raw'}" in message
+    assert "--data.data_dir" in message and "--data.download true" in message
+
+
+def test_a_truncated_data_file_exits_2_naming_the_file_its_size_and_the_fix(mnist_dir: Path, tmp_path: Path) -> None:
+    images = copy_raw_file(mnist_dir, tmp_path / "data", "train-images-idx3-ubyte", size=1_000_000)
+    result = cli("fit", tmp_path / "data", tmp_path)
+    assert result.returncode == 2
+    message = error_paragraph(result)
+    assert f"error: MNIST file {images} is truncated: 1,000,000 bytes, expected 47,040,016." in message
+    assert "Delete it and run with --data.download true" in message
+
+
+def test_a_corrupt_data_file_exits_2_naming_its_md5(mnist_dir: Path, tmp_path: Path) -> None:
+    copy_raw_file(mnist_dir, tmp_path / "data", "t10k-labels-idx1-ubyte")
+    images = copy_raw_file(mnist_dir, tmp_path / "data", "t10k-images-idx3-ubyte")
+    with images.open("r+b") as f:
+        f.seek(5_000_000)
+        f.write(b"\xff\xff\xff\xff")  # four wrong pixels, the size unchanged
+    result = cli("test", tmp_path / "data", tmp_path)
+    assert result.returncode == 2
+    message = error_paragraph(result)
+    assert f"error: MNIST file {images} is corrupt: MD5 " in message
+    assert "expected 2646ac647ad5339dbf082846283269ea" in message
+
+
+def test_an_unreadable_checkpoint_exits_2_before_the_run_starts(mnist_dir: Path, tmp_path: Path) -> None:
+    path = tmp_path / "run.ckpt"
+    path.write_text("not a checkpoint")
+    result = cli("fit", mnist_dir, tmp_path, f"--ckpt_path={path}")
+    assert result.returncode == 2
+    message = error_paragraph(result)
+    assert f"error: {path} is not a checkpoint that can be loaded safely (UnpicklingError)" in message
+    assert "Pass a .ckpt file written by this project's training" in message
+    assert not (tmp_path / "lightning_logs").exists()  # refused before any run folder was made
+
+
+def test_a_diverging_run_exits_3_naming_the_step_and_the_cause(mnist_dir: Path, tmp_path: Path) -> None:
+    result = cli("fit", mnist_dir, tmp_path, *DIVERGING_RUN)
+    assert result.returncode == 3  # NonFiniteLossError.exit_code: a diverged run, not a usage error
+    message = error_paragraph(result)
+    assert "error: non-finite training loss (nan) at step 5 (epoch 1, batch 1): training diverged." in message
+    assert "lower --model.optimizer.init_args.lr" in message and "--trainer.gradient_clip_val" in message
+
+
+def test_the_explore_command_reports_a_missing_checkpoint_the_same_way(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.ckpt"
+    result = run_command("vae_lightning.explore", ["--ckpt_path", str(missing), "--out", str(tmp_path / "out")])
+    assert result.returncode == 2
+    assert f"error: checkpoint {missing} does not exist." in error_paragraph(result)
+    assert not (tmp_path / "out").exists()
+
+
+def test_traceback_on_the_command_line_shows_the_traceback(tmp_path: Path) -> None:
+    result = cli("fit", tmp_path / "nowhere", tmp_path, "--traceback")
+    assert result.returncode == 1  # the exception is not handled: Python's own exit status
+    assert TRACEBACK in result.stderr
+    assert "vae_lightning.errors.DataNotFoundError: MNIST not found" in result.stderr
+
+
+# The same entry point in this process.
+
+
+def test_the_environment_variable_shows_the_traceback_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(TRACEBACK_ENV, "1")
+    with pytest.raises(DataNotFoundError, match="MNIST not found"):
+        run_cli(["fit", *cpu_run_args(tmp_path / "nowhere", tmp_path)])
+
+
+def test_a_programming_error_keeps_its_traceback() -> None:
+    def buggy(argv: list[str]) -> None:
+        raise KeyError("a bug, not a user's mistake")
+
+    with pytest.raises(KeyError, match="a bug"):
+        run_reporting_user_errors(buggy, ["fit"])
