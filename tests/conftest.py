@@ -53,9 +53,8 @@ def run_command(module: str, args: list[str], timeout: float = 300) -> subproces
     it can import the test files' modules (callbacks named in ``--trainer.callbacks``)."""
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "tests"), str(REPO_ROOT)])}
     environment.pop("VAE_LIGHTNING_TRACEBACK", None)
-    return subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=REPO_ROOT, env=environment, capture_output=True, text=True, timeout=timeout
-    )
+    command = [sys.executable, "-m", module, *args]
+    return subprocess.run(command, cwd=REPO_ROOT, env=environment, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture

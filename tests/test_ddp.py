@@ -22,6 +22,8 @@ from lightning.pytorch import Callback
 from conftest import cpu_run_args, run_command
 from tb import read_events, scalar_values
 from vae_lightning.cli import main
+from vae_lightning.data import TensorBatchLoader
+from vae_lightning.data.loader import PixelBatch
 from vae_lightning.errors import STOPPED_EXIT_CODE
 
 #: 2 epochs of 4 batches per process (8 optimizer steps), 2 validation batches per process.
@@ -42,7 +44,8 @@ def with_callback(class_name: str, **init_args: Any) -> str:
 def ddp_fit(mnist_dir: Path, save_dir: Path, *extra: str) -> subprocess.CompletedProcess:
     """``fit`` with the default config under plain ``ddp`` on two CPU processes, writing under ``save_dir``."""
     args = [a for a in cpu_run_args(mnist_dir, save_dir) if a != "--trainer.devices=1"]
-    return run_command("vae_lightning", ["fit", *args, "--trainer.strategy=ddp", "--trainer.devices=2", "--data.batch_size=32", *extra])
+    ddp = ["--trainer.strategy=ddp", "--trainer.devices=2", "--data.batch_size=32"]
+    return run_command("vae_lightning", ["fit", *args, *ddp, *extra])
 
 
 def checkpoint_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -99,7 +102,9 @@ class RecordWeights(Callback):
 
     @staticmethod
     def digests(pl_module) -> dict[str, str]:
-        return {name: hashlib.md5(p.detach().cpu().numpy().tobytes()).hexdigest() for name, p in pl_module.named_parameters()}
+        return {
+            name: hashlib.md5(p.detach().cpu().numpy().tobytes()).hexdigest() for name, p in pl_module.named_parameters()
+        }
 
     def on_train_start(self, trainer, pl_module) -> None:
         self.start = self.digests(pl_module)
@@ -124,6 +129,17 @@ class SignalAt(Callback):
 
 def read_ranks(folder: Path) -> list[dict[str, Any]]:
     return [json.loads((folder / f"rank{r}.json").read_text()) for r in (0, 1)]
+
+
+def test_the_loader_gives_each_process_its_own_disjoint_shard_and_together_all_images() -> None:
+    images = torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1)
+    shards = [
+        [int(y) for _, labels in TensorBatchLoader(images, torch.arange(10), 2, shuffle=True, pixels=PixelBatch(),
+                                                   num_replicas=2, rank=rank) for y in labels]
+        for rank in (0, 1)
+    ]
+    assert not set(shards[0]) & set(shards[1])
+    assert sorted(shards[0] + shards[1]) == list(range(10))
 
 
 @pytest.fixture(scope="module")

@@ -88,7 +88,7 @@ class ExactResume(Callback):
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         """Only note the request: no collective call, no exception, whatever the process is doing."""
         if signum == signal.SIGINT:
-            rank_zero_info("Ctrl-C: stopping after the current batch and saving the checkpoint (Ctrl-C again: stop now)")
+            rank_zero_info("Ctrl-C: stopping after the current batch and saving the checkpoint (again: stop now)")
             signal.signal(signal.SIGINT, signal.default_int_handler)
         else:
             rank_zero_info("SIGTERM: stopping after the current batch and saving the checkpoint")
