@@ -127,17 +127,27 @@ def reference_run(mnist_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 # --- 1. Resume -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+@pytest.mark.parametrize(
+    ("signum", "during_step", "stopped_at", "position"),
+    [
+        (signal.SIGTERM, 6, 6, {"epoch": 1, "batches_served": 2}),
+        (signal.SIGINT, 6, 6, {"epoch": 1, "batches_served": 2}),
+        # during the epoch's last batch: its validation and epoch-end checkpoint first, then one more batch
+        (signal.SIGTERM, 4, 5, {"epoch": 1, "batches_served": 1}),
+    ],
+    ids=["SIGTERM", "Ctrl-C", "SIGTERM in an epoch's last batch"],
+)
 def test_a_signalled_run_saves_last_ckpt_mid_epoch_and_resumes_to_the_same_weights(
-    signum: int, reference_run: dict[str, Any], mnist_dir: Path, tmp_path: Path
+    signum: int, during_step: int, stopped_at: int, position: dict[str, int],
+    reference_run: dict[str, Any], mnist_dir: Path, tmp_path: Path,
 ) -> None:
     with pytest.raises(SIGTERMException):  # Lightning's clean stop between batches
-        main(fit_args(mnist_dir, tmp_path, *SHORT_RUN, with_callback("SignalAt", step=6, signum=int(signum))))
+        main(fit_args(mnist_dir, tmp_path, *SHORT_RUN, with_callback("SignalAt", step=during_step, signum=int(signum))))
     run_dir = tmp_path / "lightning_logs" / "version_0"
     last = run_dir / "checkpoints" / "last.ckpt"
     checkpoint = torch.load(last, map_location="cpu", weights_only=True)
-    assert checkpoint["global_step"] == 6  # stopped after step 6, in the middle of epoch 1
-    assert checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 1, "batches_served": 2}]
+    assert checkpoint["global_step"] == stopped_at  # stopped between two batches of epoch 1
+    assert checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [position]
     before = file_digests(run_dir)
 
     cli = main(["fit", "--config", str(run_dir / "config.yaml"), "--ckpt_path=last"])
