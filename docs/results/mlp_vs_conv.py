@@ -2,6 +2,7 @@
 docs/results/mlp_vs_conv.json and docs/results/mlp_vs_conv.md.
 
     python docs/results/mlp_vs_conv.py          # from the repository root; about 15-40 min on 2 CPU cores
+    python docs/results/mlp_vs_conv.py --threads 2   # torch's default on 2 cores, for a quiet machine
 
 Runs, into ``runs/docs/mlp_vs_conv/<name>/``, for each network::
 
@@ -14,12 +15,18 @@ and the ConvVAE on Fashion-MNIST as well where ``<data_dir>/FashionMNIST/raw`` h
 Seconds per epoch are the intervals between the ends of consecutive epochs in the run's
 TensorBoard events (training, validation and the per-epoch callbacks, as a user waits for
 them), so the start-up and data loading are left out; the machine's load is recorded beside
-every timing, since other processes on a shared machine slow a run down.
+every timing, since other processes on a shared machine slow a run down. The commands run with
+one torch thread (``OMP_NUM_THREADS=1``) unless ``--threads`` says otherwise: on an oversubscribed
+machine two threads wait for each other at every operation and a step takes many times longer
+(docs/performance.md), which would measure the other processes rather than the networks. The
+CPU seconds of each fit process (start-up included) are recorded too, which the load sways less.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import shutil
 import statistics
 from pathlib import Path
@@ -52,12 +59,20 @@ def network_parameters(checkpoint: Path) -> int:
     return sum(t.numel() for name, t in state.items() if name.startswith("network."))
 
 
+def _children_cpu_s() -> float:
+    """User and system CPU seconds of the finished child processes so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def measure(extra: list[str], out: Path, data_dir: str, epochs: int) -> dict[str, Any]:
     """Fit for ``epochs`` and test the last checkpoint; the commands, timings, loads and metrics."""
     shutil.rmtree(ROOT / out, ignore_errors=True)
     configs = ["--config", "configs/default.yaml", *extra, "--data.data_dir", data_dir]
     logs = ["--trainer.logger.init_args.save_dir", str(out)]
+    cpu_before = _children_cpu_s()
     fit = run(cli("fit", *configs, "--trainer.max_epochs", str(epochs), *logs), ROOT / out / "fit.log")
+    fit["cpu_s"] = rounded(_children_cpu_s() - cpu_before, 1)
     checkpoint = out / "lightning_logs/version_0/checkpoints/last.ckpt"
     test = run(cli("test", *configs, "--ckpt_path", str(checkpoint), *logs), ROOT / out / "test.log")
     trained = tensorboard_scalars(ROOT / out / "lightning_logs/version_0")
@@ -83,19 +98,20 @@ def markdown(result: dict[str, Any]) -> str:
         "# MLPVAE against ConvVAE on MNIST",
         "",
         f"Written by `{result['script']}`; the numbers are those of `mlp_vs_conv.json` beside this page.",
-        f"{result['epochs']} epochs each, on {m['cpu']} ({m['cpu_cores']} cores, {m['torch_threads']} torch threads), "
+        f"{result['epochs']} epochs each, on {m['cpu']} ({m['cpu_cores']} cores, {result['torch_threads']} torch thread(s) per run), "
         f"Python {m['python']}, torch {m['torch']}, Lightning {m['lightning']}. Test metrics are on the 10,000 test "
         "images from the last checkpoint; s/epoch is the mean time between the ends of consecutive epochs "
-        "(training, validation and the per-epoch callbacks). The machine is shared: the 1-minute load average "
-        "during each fit is given beside its time (2 cores: a load above 2 means waiting for a core).",
+        "(training, validation and the per-epoch callbacks); fit CPU s is the whole fit process's CPU time, "
+        "start-up included. The machine is shared: the 1-minute load average during each fit is given beside "
+        "its time (2 cores: a load above 2 means waiting for a core).",
         "",
-        "| run | network parameters | s/epoch | load during fit (mean / max) | test loss | test RL | test KL | IWAE k=50 | PSNR (dB) |",
-        "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| run | network parameters | s/epoch | fit CPU s | load during fit (mean / max) | test loss | test RL | test KL | IWAE k=50 | PSNR (dB) |",
+        "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, r in result["runs"].items():
         t = r["test_metrics"]
         lines.append(
-            f"| {name} | {r['network_parameters']:,} | {r['seconds_per_epoch']} | {r['fit']['load_1min_mean']} / "
+            f"| {name} | {r['network_parameters']:,} | {r['seconds_per_epoch']} | {r['fit']['cpu_s']} | {r['fit']['load_1min_mean']} / "
             f"{r['fit']['load_1min_max']} | {t['loss']:.2f} | {t['rl']:.2f} | {t['kl']:.2f} | {t['iwae_k50']:.2f} | {t['psnr']:.2f} |"
         )
     lines += ["", "Validation loss per epoch:", ""]
@@ -105,11 +121,13 @@ def markdown(result: dict[str, Any]) -> str:
     lines += ["", "## Commands", ""]
     for name, r in result["runs"].items():
         lines += [f"{name} (`uptime` before the fit: {r['fit']['uptime_before']}):", "", "```"]
-        lines += [r["fit"]["command"], r["test"]["command"], "```", ""]
+        lines += [f"OMP_NUM_THREADS={result['torch_threads']} {r[step]['command']}" for step in ("fit", "test")]
+        lines += ["```", ""]
     return "\n".join(lines)
 
 
-def main(data_dir: str, epochs: int) -> None:
+def main(data_dir: str, epochs: int, threads: int) -> None:
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # read by torch in each command
     runs, not_run = {}, {}
     for name, (network, dataset, extra) in RUNS.items():
         folder = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}[dataset]
@@ -123,6 +141,7 @@ def main(data_dir: str, epochs: int) -> None:
         "machine, each tested from its last checkpoint",
         "script": "python docs/results/mlp_vs_conv.py",
         "machine": machine(),
+        "torch_threads": threads,
         "epochs": epochs,
         "runs": runs,
         "not_run": not_run,
@@ -135,5 +154,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data_dir", default="../shared/data", help="folder holding MNIST/raw (and FashionMNIST/raw)")
     parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of each command (OMP_NUM_THREADS)")
     args = parser.parse_args()
-    main(args.data_dir, args.epochs)
+    main(args.data_dir, args.epochs, args.threads)
