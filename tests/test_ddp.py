@@ -211,8 +211,10 @@ def test_a_run_stopped_by_sigterm_mid_epoch_resumes_to_the_weights_of_one_that_w
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     final = torch.load(tmp_path / "lightning_logs" / "version_1" / "checkpoints" / "last.ckpt", weights_only=True)
     assert final["global_step"] == 8
-    reference = ddp_run / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
-    assert_same_weights(final["state_dict"], checkpoint_weights(reference))
+    reference = checkpoint_weights(ddp_run / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt")
+    largest = max(float((final["state_dict"][name] - t).abs().max()) for name, t in reference.items())
+    print(f"resumed DDP run: largest weight difference from the uninterrupted one {largest}")
+    assert_same_weights(final["state_dict"], reference)
 
 
 def test_a_deterministic_autoencoder_trains_under_plain_ddp_with_every_parameter_used(
@@ -234,4 +236,5 @@ def test_a_deterministic_autoencoder_trains_under_plain_ddp_with_every_parameter
     assert not any("logvar" in name for name in ranks[0]["end"])  # no log-variance head to leave unused
     assert ranks[0]["end"] == ranks[1]["end"]  # the processes stay in step
     changed = [name for name in ranks[0]["start"] if ranks[0]["start"][name] != ranks[0]["end"][name]]
+    print(f"deterministic autoencoder under ddp: {len(changed)} of {len(ranks[0]['start'])} parameters trained")
     assert changed == list(ranks[0]["start"])  # every parameter was trained
