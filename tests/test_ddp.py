@@ -25,6 +25,9 @@ from vae_lightning.cli import main
 from vae_lightning.data import TensorBatchLoader
 from vae_lightning.data.loader import PixelBatch
 from vae_lightning.errors import STOPPED_EXIT_CODE
+from vae_lightning.likelihoods import MSE, Bernoulli, Gaussian
+from vae_lightning.models import ConvVAE, MLPVAE
+from vae_lightning.module import VAEModule
 
 #: 2 epochs of 4 batches per process (8 optimizer steps), 2 validation batches per process.
 DDP_RUN = [
@@ -238,3 +241,25 @@ def test_a_deterministic_autoencoder_trains_under_plain_ddp_with_every_parameter
     changed = [name for name in ranks[0]["start"] if ranks[0]["start"][name] != ranks[0]["end"][name]]
     print(f"deterministic autoencoder under ddp: {len(changed)} of {len(ranks[0]['start'])} parameters trained")
     assert changed == list(ranks[0]["start"])  # every parameter was trained
+
+
+@pytest.mark.parametrize(
+    ("network", "likelihood"),
+    [
+        (MLPVAE(deterministic=True), MSE()),
+        (MLPVAE(tied_weights=True, deterministic=True), MSE()),
+        (MLPVAE(linear=True, deterministic=True), MSE(link="identity")),
+        (ConvVAE(deterministic=True), Bernoulli()),
+        (MLPVAE(), Gaussian(learn_std=True)),
+        (ConvVAE(), MSE()),
+    ],
+    ids=["MLP plain", "MLP tied plain", "MLP linear plain", "Conv plain", "MLP learned std", "Conv"],
+)
+def test_every_parameter_gets_a_gradient_from_the_loss_so_plain_ddp_needs_no_unused_parameter_search(
+    network: torch.nn.Module, likelihood: torch.nn.Module
+) -> None:
+    module = VAEModule(network=network, likelihood=likelihood)
+    x = torch.rand(8, 1, 28, 28)
+    module.validation_step((x, torch.zeros(8, dtype=torch.long)), 0)["loss"].backward()  # RL + KL
+    unused = [name for name, p in module.named_parameters() if p.grad is None]
+    assert unused == []
