@@ -58,9 +58,9 @@ class ExactResume(Callback):
     step) and Lightning's graceful stop (``SIGTERMException``) ends the run there, on every
     process; this callback then writes the checkpoint next to ``ModelCheckpoint``'s. A batch
     after which validation may run is finished with its validation and epoch-end checkpoint
-    first, so the stop lands between two training batches. (Lightning's own SIGTERM handler
-    broadcasts from inside the signal handler and stops rank 0 a step before the others, which
-    deadlocks a DDP run; it is replaced while training.) A second Ctrl-C stops at once and
+    first, so the stop lands between two training batches. (Lightning's own SIGTERM handler,
+    replaced while training, broadcasts from inside the signal handler: a 2-process run
+    signalled mid-epoch hung with it.) A second Ctrl-C stops at once and
     saves nothing (the state may be half-way through a step); neither does any other
     exception, so a crash or a diverged run leaves the last checkpoint written before it.
 
@@ -110,7 +110,8 @@ class ExactResume(Callback):
         if batches >= trainer.num_training_batches or (isinstance(every, int) and every > 0 and batches % every == 0):
             return  # validation may follow this batch: stop after the next one (the same on every process)
         if trainer.strategy.reduce_boolean_decision(self.stop_requested, all=False):  # any process asked
-            # Lightning's graceful stop: SIGTERMException once this batch is done, on every process
+            # Lightning's graceful stop, the flag its own SIGTERM handler sets (no public setter):
+            # SIGTERMException once this batch's loop iteration is done, on every process
             trainer._signal_connector.received_sigterm = True
 
     def _restore_signals(self) -> None:
