@@ -1,52 +1,97 @@
-"""Draws docs/diagnostics/*.png from the TensorBoard events of short runs with different clipping.
+"""The four short clipping runs of docs/diagnostics.md: trains them, draws the page's figures from
+their TensorBoard events and writes its table as a result file.
 
-The runs (2 epochs of 200 batches each, the default config otherwise, every step checked for
-clipping, a log every 5 steps)::
+    python docs/diagnostics/make_figures.py                 # from the repository root; about 10 min on 2 CPU cores
+    python docs/diagnostics/make_figures.py --skip-training # figures and results again from the stored runs
 
-    for setting in "0.01 value" "1.0 value" "1.0 norm" "0 value"; do set -- $setting
-      python -m vae_lightning fit --config configs/default.yaml --data.data_dir ../shared/data \\
-        --trainer.max_epochs 2 --trainer.limit_train_batches 200 --trainer.limit_val_batches 10 \\
-        --trainer.log_every_n_steps 5 --trainer.gradient_clip_val $1 --trainer.gradient_clip_algorithm $2 \\
-        --trainer.logger.init_args.save_dir runs/clipping/$2_$1
-    done
-    python docs/diagnostics/make_figures.py runs/clipping/value_0 runs/clipping/value_1.0 runs/clipping/value_0.01 runs/clipping/norm_1.0
+Each run (into ``runs/docs/clipping/<name>/``) is the default config for 2 epochs of 200 batches,
+validated on 10 batches, with the gradients logged every 5 steps and every step checked for
+clipping; only the clipping differs::
 
-(with ``count_every_step: true`` in the config's GradientDiagnostics). Prints the numbers of
-the table in docs/diagnostics.md.
+    python -m vae_lightning fit --config configs/default.yaml --config runs/docs/clipping/count_every_step.yaml \\
+        --data.data_dir ../shared/data --trainer.max_epochs 2 --trainer.limit_train_batches 200 \\
+        --trainer.limit_val_batches 10 --trainer.log_every_n_steps 5 \\
+        --trainer.gradient_clip_val <value> --trainer.gradient_clip_algorithm <value|norm>
+
+``count_every_step.yaml`` is the default config's ``trainer.callbacks`` with
+``count_every_step: true`` in GradientDiagnostics, written by this script. Writes
+``clipping.png``, ``update_ratio.png``, ``results.json`` (every number docs/diagnostics.md
+quotes, per run) and ``table.md`` (the page's table) beside itself.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import shutil
+import statistics
 import sys
 from pathlib import Path
 
 import matplotlib
+import yaml
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
-OUT = Path(__file__).resolve().parent
-LABELS = {
-    "value_0.01": "clip value 0.01",
-    "value_1.0": "clip value 1.0",
-    "norm_1.0": "clip norm 1.0",
-    "value_0": "no clipping",
-    "none": "no clipping",
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "results"))
+from common import ROOT, cli, machine, rounded, run, scalars, write_json  # noqa: E402
+
+from vae_lightning.models import MLPVAE  # noqa: E402
+
+OUT = Path("runs/docs/clipping")
+# name -> (label, gradient_clip_val, gradient_clip_algorithm)
+RUNS = {
+    "none": ("no clipping", "null", "value"),
+    "value_1.0": ("clip value 1.0", "1.0", "value"),
+    "value_0.01": ("clip value 0.01", "0.01", "value"),
+    "norm_1.0": ("clip norm 1.0", "1.0", "norm"),
 }
+FIRST_LAYER, OUTPUT_LAYER = "network.encoder.0", "network.decoder.2"
+TRAIN_ARGS = [
+    "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "200", "--trainer.limit_val_batches", "10",
+    "--trainer.log_every_n_steps", "5",
+]
 
 
-def scalars(run: Path) -> dict[str, tuple[list[int], list[float]]]:
+def write_overlay() -> Path:
+    """configs/default.yaml's callbacks with ``count_every_step: true`` in GradientDiagnostics."""
+    callbacks = yaml.safe_load((ROOT / "configs/default.yaml").read_text())["trainer"]["callbacks"]
+    for callback in callbacks:
+        if callback["class_path"].endswith("GradientDiagnostics"):
+            callback["init_args"]["count_every_step"] = True
+    path = ROOT / OUT / "count_every_step.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump({"trainer": {"callbacks": callbacks}}, sort_keys=False))
+    return path
+
+
+def train(data_dir: str) -> dict[str, dict]:
+    """Train the four runs (each into a fresh folder); returns each command with its wall time."""
+    overlay = write_overlay().relative_to(ROOT)
+    timings = {}
+    for name, (_, clip_val, algorithm) in RUNS.items():
+        save_dir = OUT / name
+        shutil.rmtree(ROOT / save_dir, ignore_errors=True)
+        timings[name] = run(
+            cli("fit", "--config", "configs/default.yaml", "--config", str(overlay), "--data.data_dir", data_dir, *TRAIN_ARGS,
+                "--trainer.gradient_clip_val", clip_val, "--trainer.gradient_clip_algorithm", algorithm,
+                "--trainer.logger.init_args.save_dir", str(save_dir)),
+            ROOT / save_dir / "fit.log",
+        )
+    return timings
+
+
+def run_scalars(name: str) -> dict[str, tuple[list[int], list[float]]]:
     """Every scalar of the run's (single) TensorBoard log: tag -> (steps, values)."""
-    (log_dir,) = list(run.glob("lightning_logs/version_*"))
-    events = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
-    events.Reload()
-    return {tag: ([e.step for e in events.Scalars(tag)], [e.value for e in events.Scalars(tag)]) for tag in events.Tags()["scalars"]}
+    (log_dir,) = list((ROOT / OUT / name).glob("lightning_logs/version_*"))
+    return {tag: ([s for s, _ in pairs], [v for _, v in pairs]) for tag, pairs in scalars(log_dir).items()}
 
 
-def main(runs: list[Path]) -> None:
-    data = {LABELS.get(run.name, run.name): scalars(run) for run in runs}
-    colors = {label: f"C{i}" for i, label in enumerate(data)}  # one colour per run in every panel
+def figures(data: dict[str, dict]) -> None:
+    labels = {name: RUNS[name][0] for name in data}
+    colors = {name: f"C{i}" for i, name in enumerate(data)}  # one colour per run in every panel
     panels = [
         ("grad/norm_before_clip", "gradient norm before clipping", "log"),
         ("grad/norm_after_clip", "gradient norm after clipping", "log"),
@@ -55,10 +100,9 @@ def main(runs: list[Path]) -> None:
     ]
     fig, axes = plt.subplots(2, 2, figsize=(9, 6.2), sharex=True)
     for ax, (tag, title, scale) in zip(axes.flat, panels):
-        for label, runs_scalars in data.items():
-            if tag in runs_scalars:
-                steps, values = runs_scalars[tag]
-                ax.plot(steps, values, label=label, lw=1, color=colors[label])
+        for name, tags in data.items():
+            if tag in tags:
+                ax.plot(*tags[tag], label=labels[name], lw=1, color=colors[name])
         ax.set_title(title, fontsize=10)
         ax.set_yscale(scale)
         ax.grid(alpha=0.3)
@@ -66,30 +110,124 @@ def main(runs: list[Path]) -> None:
         ax.set_xlabel("optimizer step")
     axes[0, 0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(OUT / "clipping.png", dpi=80)
+    fig.savefig(HERE / "clipping.png", dpi=80)
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), sharey=True)
-    for ax, layer in zip(axes, ("model.encoder.hidden.0", "model.decoder.layers.2")):
-        for label, runs_scalars in data.items():
-            steps, values = runs_scalars[f"grad/update_ratio/{layer}"]
-            ax.plot(steps, values, label=label, lw=1, color=colors[label])
+    for ax, layer in zip(axes, (FIRST_LAYER, OUTPUT_LAYER)):
+        for name, tags in data.items():
+            ax.plot(*tags[f"grad/update_ratio/{layer}"], label=labels[name], lw=1, color=colors[name])
         ax.set_title(f"update / weight, {layer}", fontsize=10)
         ax.set_yscale("log")
         ax.set_xlabel("optimizer step")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(OUT / "update_ratio.png", dpi=80)
+    fig.savefig(HERE / "update_ratio.png", dpi=80)
 
-    for label, runs_scalars in data.items():
-        summary = {tag: runs_scalars[tag][1][-1] for tag in ("val/loss", "val/rl", "val/kl", "latent/active_units") if tag in runs_scalars}
-        fraction = runs_scalars.get("grad/clipped_step_fraction", ([], [float("nan")]))[1]
-        norm = runs_scalars["grad/norm_before_clip"][1]
-        print(
-            f"{label}: " + ", ".join(f"{k} {v:.2f}" for k, v in summary.items())
-            + f", clipped steps {sum(fraction) / len(fraction):.2f}, median pre-clip norm {sorted(norm)[len(norm) // 2]:.1f}"
+
+def value_at(tags: dict, tag: str, step: int) -> float:
+    """The logged value of ``tag`` at the first logged step >= ``step``."""
+    steps, values = tags[tag]
+    return next(v for s, v in zip(steps, values) if s >= step)
+
+
+def summary(name: str, tags: dict) -> dict:
+    """The numbers docs/diagnostics.md quotes for one run."""
+    last = {tag: values[-1] for tag, (_, values) in tags.items()}
+    before, after = tags["grad/norm_before_clip"][1], tags["grad/norm_after_clip"][1]
+    steps_clipped = tags["grad/clipped_step_fraction"][1]
+    latent_dim = sum(1 for tag in last if tag.startswith("latent/kl_dim"))
+    loss_steps, losses = tags["train/loss_step"]
+    result = {
+        "label": RUNS[name][0],
+        "gradient_clip_val": RUNS[name][1],
+        "gradient_clip_algorithm": RUNS[name][2],
+        "median_norm_before_clip": rounded(statistics.median(before), 1),
+        "median_norm_after_clip": rounded(statistics.median(after), 1),
+        "norm_before_clip_range": [rounded(min(before), 1), rounded(max(before), 1)],
+        "norm_before_clip_range_after_step_50": [rounded(min(v for s, v in zip(tags["grad/norm_before_clip"][0], before) if s >= 50), 1),
+                                                 rounded(max(v for s, v in zip(tags["grad/norm_before_clip"][0], before) if s >= 50), 1)],
+        "clipped_step_fraction": rounded(sum(steps_clipped) / len(steps_clipped), 3),
+        "val_loss": rounded(last["val/loss"]),
+        "val_rl": rounded(last["val/rl"]),
+        "val_kl": rounded(last["val/kl"]),
+        "active_units": int(last["latent/active_units"]),
+        "kl_dim": [rounded(last[f"latent/kl_dim{i}"]) for i in range(1, latent_dim + 1)],
+        "mu_std": [rounded(last[f"latent/mu{i}_std"]) for i in range(1, latent_dim + 1)],
+        "sigma_mean": [rounded(last[f"latent/sigma{i}_mean"]) for i in range(1, latent_dim + 1)],
+        "train_loss_at_step": {
+            **{str(s): rounded(value_at(tags, "train/loss_step", s), 1) for s in (20, 60, 100, 200)},
+            str(loss_steps[-1]): rounded(losses[-1], 1),
+        },
+        "first_step_train_loss_below_60": next((s for s, v in zip(loss_steps, losses) if v < 60), None),
+        "update_ratio_first_layer": {
+            "first_logged": float(f"{tags[f'grad/update_ratio/{FIRST_LAYER}'][1][0]:.2g}"),
+            "last_logged": float(f"{tags[f'grad/update_ratio/{FIRST_LAYER}'][1][-1]:.2g}"),
+        },
+    }
+    if "grad/clipped_element_fraction" in tags:
+        element_steps, elements = tags["grad/clipped_element_fraction"]
+        result["clipped_element_fraction_mean"] = float(f"{sum(elements) / len(elements):.2g}")
+        result["clipped_element_fraction_max"] = float(f"{max(elements):.2g}")
+        later = [v for s, v in zip(element_steps, elements) if s >= 50]
+        result["clipped_element_fraction_range_after_step_50"] = [float(f"{min(later):.2g}"), float(f"{max(later):.2g}")]
+    return result
+
+
+def percent(fraction: float) -> str:
+    """0.23 -> "23%", 0.086 -> "8.6%", 2.1e-6 -> "0.00021%": two significant digits below 10%."""
+    value = 100 * fraction
+    return f"{value:.0f}%" if value >= 10 or value == 0 else f"{value:.2g}%"
+
+
+def table(rows: dict[str, dict]) -> str:
+    """The Markdown table of docs/diagnostics.md."""
+    lines = [
+        "| clipping | median ‖g‖ before | median ‖g‖ after | steps clipped | elements clipped (mean, max) | val/loss | val RL | val KL | active units |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows.values():
+        if "clipped_element_fraction_mean" in row:
+            elements = f"{percent(row['clipped_element_fraction_mean'])}, {percent(row['clipped_element_fraction_max'])}"
+        else:
+            elements = "-"
+        lines.append(
+            f"| {row['label']} | {row['median_norm_before_clip']:.1f} | {row['median_norm_after_clip']:.1f} | "
+            f"{percent(row['clipped_step_fraction'])} | {elements} | {row['val_loss']:.2f} | {row['val_rl']:.2f} | "
+            f"{row['val_kl']:.2f} | {row['active_units']} |"
         )
+    return "\n".join(lines) + "\n"
+
+
+def main(data_dir: str, skip_training: bool) -> None:
+    timings = None if skip_training else train(data_dir)
+    data = {name: run_scalars(name) for name in RUNS}
+    figures(data)
+    rows = {name: summary(name, tags) for name, tags in data.items()}
+    results_path = HERE / "results.json"
+    if timings is None and results_path.exists():  # keep the commands and timings of the stored runs
+        stored = json.loads(results_path.read_text())
+        timings, machine_info = stored.get("runs_commands"), stored.get("machine")
+    else:
+        machine_info = machine()
+    write_json(results_path, {
+        "description": "four runs of configs/default.yaml, 2 epochs of 200 batches, validated on 10 batches, "
+        "gradients logged every 5 steps with every step checked for clipping; only the clipping differs",
+        "script": "python docs/diagnostics/make_figures.py",
+        "machine": machine_info,
+        "runs_commands": timings,
+        "parameters": sum(p.numel() for p in MLPVAE().parameters()),  # the default network's weights and biases
+        "runs": rows,
+    })
+    (HERE / "table.md").write_text(
+        "<!-- written by python docs/diagnostics/make_figures.py; numbers from results.json -->\n\n" + table(rows)
+    )
+    print(table(rows))
 
 
 if __name__ == "__main__":
-    main([Path(arg) for arg in sys.argv[1:]])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data_dir", default="../shared/data", help="folder holding MNIST/raw")
+    parser.add_argument("--skip-training", action="store_true", help="only figures and results, from the stored runs")
+    args = parser.parse_args()
+    main(args.data_dir, args.skip_training)
