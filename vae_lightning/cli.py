@@ -32,6 +32,17 @@ def names_a_local_file(ckpt_path: Any) -> bool:
     return ckpt_path is not None and ckpt_path not in ("last", "best", "hpc") and "://" not in str(ckpt_path)
 
 
+def _refusal(err: Exception) -> str:
+    """The class's own reason for refusing a value. For an optional class argument (a network, a
+    likelihood) jsonargparse reports every member of the type union it tried, ``None`` among them;
+    the reason is the line that is not about ``None``."""
+    text = str(err)
+    if "Does not validate against any of the Union subtypes" not in text:
+        return text
+    reasons = [line.strip()[2:] for line in text.splitlines() if line.strip().startswith("- ") and "NoneType" not in line]
+    return "; ".join(reasons) or text
+
+
 class VAECLI(LightningCLI):
     """LightningCLI that sets the numerics first, links the data's image shape to the network, and
     refuses a bad value or checkpoint before the run starts (see docs/reliability.md)."""
@@ -74,7 +85,7 @@ class VAECLI(LightningCLI):
         except (ValueError, TypeError, MisconfigurationException) as err:
             if isinstance(err, UserError):
                 raise
-            self.parser.error(f"invalid configuration: {err}")
+            self.parser.error(f"invalid configuration: {_refusal(err)}")
         try:
             self.model.configure_optimizers()  # the optimizer's own checks (lr >= 0, ...)
         except ValueError as err:

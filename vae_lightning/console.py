@@ -13,6 +13,12 @@ _IGNORED_WARNINGS = (
     (r"`isinstance\(treespec, LeafSpec\)` is deprecated", r"lightning\.pytorch\.utilities\._pytree"),
     # ImagePredictionWriter does not use batch indices, which Lightning cannot infer from the tensor loader
     (r"Couldn't infer the batch indices fetched from your dataloader", r"lightning\.pytorch\.loops\.prediction_loop"),
+    # under DDP: VAEModule sums its loss terms over the processes, and LatentDiagnostics gathers
+    # the posteriors of all of them, before they log; Lightning cannot see that and asks for sync_dist
+    (
+        r"It is recommended to use `self\.log\('((train|val|test)/(loss|rl|kl)(_epoch)?|latent/[^']+)', \.\.\., sync_dist=True\)`",
+        r"lightning\.pytorch\.trainer\.connectors\.logger_connector\.result",
+    ),
 )
 
 
