@@ -130,3 +130,15 @@ def test_print_config_shows_the_full_configuration(cli_args: list[str], capsys: 
     assert "vae_lightning.models.MLPVAE" in printed and "vae_lightning.likelihoods.MSE" in printed
     assert "gradient_clip_algorithm: value" in printed
     assert "torch.optim.SGD" in printed
+
+
+def test_a_checkpoint_of_resized_images_is_not_said_to_replace_the_linked_image_shape(
+    cli_args: list[str], tmp_path: Path, recwarn: pytest.WarningsRecorder
+) -> None:
+    resized = [*cli_args, "--data.image_size=20"]
+    main(["fit", *resized, "--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=2"])
+    checkpoint = next((tmp_path / "lightning_logs").glob("version_0/checkpoints/last.ckpt"))
+    cli = main(["test", *resized, f"--ckpt_path={checkpoint}", "--trainer.limit_test_batches=2"])
+    assert cli.model.network.image_shape == (1, 20, 20)
+    replaced = [str(w.message) for w in recwarn if "replace the configured ones" in str(w.message)]
+    assert replaced == [], replaced  # the shape comes from the data on both sides: nothing differs

@@ -229,7 +229,7 @@ def test_a_deterministic_autoencoder_trains_under_plain_ddp_with_every_parameter
         "--model.network.init_args.deterministic=true",
         "--trainer.max_epochs=1",
         "--trainer.limit_train_batches=3",  # an unused parameter fails DDP's second step
-        "--trainer.limit_val_batches=1",
+        "--trainer.limit_val_batches=2",
         "--trainer.num_sanity_val_steps=0",
         "--trainer.callbacks.refresh_rate=0",
         with_callback("RecordWeights", out_dir=str(tmp_path / "weights")),

@@ -32,6 +32,11 @@ def names_a_local_file(ckpt_path: Any) -> bool:
     return ckpt_path is not None and ckpt_path not in ("last", "best", "hpc") and "://" not in str(ckpt_path)
 
 
+#: The network's input shape as a checkpoint's settings name it: set from the data when the
+#: classes are built, so a parsed configuration does not hold it yet.
+LINKED_SETTING = "network.image_shape"
+
+
 def _refusal(err: Exception) -> str:
     """The class's own reason for refusing a value. For an optional class argument (a network, a
     likelihood) jsonargparse reports every member of the type union it tried, ``None`` among them;
@@ -104,7 +109,11 @@ class VAECLI(LightningCLI):
         except CheckpointError as err:
             parser.error(str(err))
         saved = self._checkpoint[1].get("hyper_parameters") or {}
-        differing = differing_settings(saved, self.config[subcommand].get("model") or {})
+        differing = [
+            setting
+            for setting in differing_settings(saved, self.config[subcommand].get("model") or {})
+            if not setting.startswith(f"{LINKED_SETTING}=")
+        ]
         if differing:
             rank_zero_warn(f"{ckpt_path}: the checkpoint's model settings replace the configured ones: {', '.join(differing)}")
 
