@@ -190,14 +190,15 @@ def test_compose_runs_training_and_tensorboard_on_the_same_image_and_logs() -> N
     assert f"{port}:{port}" in board["ports"] and "--bind_all" in board["command"]
 
 
-def readme_section(title: str) -> str:
-    text = (REPO_ROOT / "README.md").read_text()
+def docs_section(title: str) -> str:
+    """A section of docs/docker.md, the page of the Docker, GPU and multi-node commands."""
+    text = (REPO_ROOT / "docs" / "docker.md").read_text()
     start = text.index(f"\n## {title}\n")
     end = text.find("\n## ", start + 1)
     return text[start : end if end != -1 else None]
 
 
-def readme_commands(section: str, marker: str, starting: str = "") -> list[list[str]]:
+def docs_commands(section: str, marker: str, starting: str = "") -> list[list[str]]:
     """The words after ``marker`` of each shell command (that begins with ``starting``) in the
     section's code blocks."""
     commands = []
@@ -212,29 +213,29 @@ def readme_commands(section: str, marker: str, starting: str = "") -> list[list[
 def parsed(args: list[str], capsys: pytest.CaptureFixture) -> dict:
     with pytest.raises(SystemExit) as exit_info:
         main([*args, "--print_config"])
-    assert exit_info.value.code == 0, f"the CLI refuses the README's {' '.join(args)}"
+    assert exit_info.value.code == 0, f"the CLI refuses the docs' {' '.join(args)}"
     return yaml.safe_load(capsys.readouterr().out)
 
 
-def test_the_readme_docker_commands_mount_the_volumes_and_parse_with_the_cli(
+def test_the_documented_docker_commands_mount_the_volumes_and_parse_with_the_cli(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     monkeypatch.chdir(REPO_ROOT)
-    section = readme_section("Docker")
+    section = docs_section("Docker")
     for volume in exec_form("VOLUME"):
         assert f'-v "$PWD/{PurePosixPath(volume).name}:{volume}"' in section
     assert " ".join(exec_form("CMD")) in section
-    commands = [words for words in readme_commands(section, "vae-lightning", starting="docker run") if words]
+    commands = [words for words in docs_commands(section, "vae-lightning", starting="docker run") if words]
     assert {words[0] for words in commands} == {"test", "predict"}
     for words in commands:
         assert parsed(words, capsys)["trainer"]["accelerator"] == "gpu"
 
 
-def test_the_readme_multi_gpu_and_multi_node_commands_parse_with_the_cli(
+def test_the_documented_multi_gpu_and_multi_node_commands_parse_with_the_cli(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     monkeypatch.chdir(REPO_ROOT)
-    commands = readme_commands(readme_section("Multi-GPU and multi-node"), "vae_lightning")
+    commands = docs_commands(docs_section("Multi-GPU and multi-node"), "vae_lightning")
     assert len(commands) == 3  # one machine, torchrun, SLURM
     trainers = [parsed(words, capsys)["trainer"] for words in commands]
     assert all(trainer["strategy"] == "ddp" and str(trainer["devices"]) == "4" for trainer in trainers)
