@@ -29,7 +29,7 @@ def _plain_argv() -> Iterator[None]:
 def mnist_dir() -> Path:
     """The local MNIST copy; the tests that need it fail (not skip) where it is missing."""
     raw = DATA_DIR / "MNIST" / "raw"
-    assert raw.is_dir(), f"real MNIST is expected in {raw} (see README, 'Data')"
+    assert raw.is_dir(), f"real MNIST is expected in {raw} (see docs/training.md, 'Data')"
     return DATA_DIR
 
 

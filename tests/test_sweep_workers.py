@@ -1,4 +1,4 @@
-"""Several worker processes on one study, started as the README starts them: on the default SQLite
+"""Several worker processes on one study, started as docs/experiments.md starts them: on the default SQLite
 file and on a PostgreSQL server, every setting x seed trained exactly once, a killed worker's trial
 run again by the other, each worker's console (a progress bar and a line per trial, Lightning's
 own output only in each trial's log.txt), and the same report from either database."""

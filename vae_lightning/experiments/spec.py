@@ -41,7 +41,7 @@ class FastMode:
 
 @dataclass(frozen=True)
 class Experiment:
-    """One sweep (README, "Experiments (sweeps)"). ``vary`` maps dotted CLI options to a list of
+    """One sweep (docs/experiments.md, "Running a sweep"). ``vary`` maps dotted CLI options to a list of
     values (a grid: every combination x ``seeds``, each run once; ``null`` switches an option
     off) or to a :class:`Range` (searched for ``n_trials`` trials, seeds in turn). Paths are
     relative to the current directory."""
