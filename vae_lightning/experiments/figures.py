@@ -15,10 +15,10 @@ matplotlib.use("Agg")  # files only; no display needed (and none on a server)
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from torchvision.utils import make_grid  # noqa: E402
 
 from vae_lightning.experiments.results import GRAD_TAGS, SettingResult, TrialResult  # noqa: E402
 from vae_lightning.experiments.spec import setting_label, short_key  # noqa: E402
+from vae_lightning.images import grid_rows, image_grid  # noqa: E402
 from vae_lightning.module import VAEModule  # noqa: E402
 
 
@@ -135,7 +135,7 @@ def plot_best_samples(trial: TrialResult | None, title: str, path: Path, num_ima
     model = VAEModule.load_from_checkpoint(checkpoint, map_location="cpu").eval()
     with torch.no_grad():
         images = model.generate(num_images, generator=torch.Generator().manual_seed(seed))  # (N, C, H, W) in [0, 1]
-    ax.imshow(make_grid(images.clamp(0, 1), nrow=math.isqrt(num_images), pad_value=1.0).permute(1, 2, 0).numpy())
+    ax.imshow(image_grid(images, nrow=grid_rows(num_images)).permute(1, 2, 0).numpy())
     setting = f"{setting_label(trial.setting)}, seed {trial.seed}, val loss {trial.val_loss:.2f}"
     ax.set_title(f"{title}: {num_images} samples z ~ N(0, I) from the best model\n({setting})", fontsize=9)
     return _save(fig, path)
