@@ -228,12 +228,15 @@ def run_reference(spec: dict[str, Any], settings: Settings) -> Timings:
     for epoch in range(spec["epochs"]):
         start = _clock()
         training.train()
+        train_loss = 0.0
         for batch_idx, (data, _) in enumerate(train_loader):
             if batch_idx == limit:
                 break
             loss = training.step(data.to(device))
+            train_loss += loss.item()
             if batch_idx % 10 == 0:
                 print(f"Train Epoch: {epoch} [{batch_idx * len(data)}]\tLoss: {loss.item():.6f}", file=log)
+        print(f"====> Epoch: {epoch} Average loss: {train_loss / (batch_idx + 1):.4f}", file=log)
         training.train(False)
         total, seen = 0.0, 0
         with torch.no_grad():

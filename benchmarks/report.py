@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
 
 from rows import FLOOR, LIGHTNING, PLAIN, PROJECT, REFERENCE
@@ -30,6 +31,16 @@ def _by_name(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {r["name"]: r for r in rows if "error" not in r}
 
 
+def paired_ratio(a: dict[str, Any], b: dict[str, Any], field: str) -> float:
+    """``a[field] / b[field]``; for rows run several times, interleaved, the median of each run's
+    own ratio: rows measured side by side share the machine's state of the moment, so their
+    ratio moves less than either row's time does."""
+    runs = f"runs_{field}"
+    if runs in a and runs in b:
+        return statistics.median(x / y for x, y in zip(a[runs], b[runs]))
+    return a[field] / b[field]
+
+
 def ratios(rows: list[dict[str, Any]], device: str) -> dict[str, float]:
     """Wall-time ratios, and on CPU the same from process CPU seconds (which a busy machine
     disturbs less), and the peak-memory ratios of the project to the floor."""
@@ -37,9 +48,9 @@ def ratios(rows: list[dict[str, Any]], device: str) -> dict[str, float]:
     out: dict[str, float] = {}
     for key, a, b in TIME_RATIOS:
         if a in by and b in by:
-            out[f"{key}_time"] = by[a]["seconds_per_epoch"] / by[b]["seconds_per_epoch"]
+            out[f"{key}_time"] = paired_ratio(by[a], by[b], "seconds_per_epoch")
             if device == "cpu":
-                out[f"{key}_cpu_time"] = by[a]["cpu_seconds_per_epoch"] / by[b]["cpu_seconds_per_epoch"]
+                out[f"{key}_cpu_time"] = paired_ratio(by[a], by[b], "cpu_seconds_per_epoch")
     if PROJECT in by and FLOOR in by:
         mem_key = "peak_cuda_mb" if device == "cuda" else "peak_rss_mb"
         out["project_over_floor_memory"] = by[PROJECT][mem_key] / by[FLOOR][mem_key]
@@ -121,7 +132,8 @@ def _rows_markdown(report: dict[str, Any]) -> list[str]:
         lines += [
             "",
             f"Each row above is the median of {len(runs)} runs, interleaved (each row once, in this order, then "
-            "again); the runs one by one (s/epoch, then the ratios):",
+            "again), and each time ratio above the median of the runs' own ratios; the runs one by one "
+            "(s/epoch, then the ratios):",
             "",
             "| run | " + " | ".join([MAIN_ROWS[n] for n in names] + keys) + " |",
             "|---:|" + "---:|" * (len(names) + len(keys)),
