@@ -282,8 +282,9 @@ def _epoch_clock(device: str):
     return EpochClock()
 
 
-def run_lightning(spec: dict[str, Any], settings: Settings) -> Timings:
-    """The floor's model, batches and clipping in the smallest LightningModule and a bare Trainer."""
+def run_lightning(spec: dict[str, Any], settings: Settings, callbacks: tuple = ()) -> Timings:
+    """The floor's model, batches and clipping in the smallest LightningModule and a bare Trainer
+    (``callbacks``: only the benchmark's own, which time it)."""
     from lightning.pytorch import LightningModule, Trainer
 
     class MinimalModule(LightningModule):
@@ -317,7 +318,7 @@ def run_lightning(spec: dict[str, Any], settings: Settings) -> Timings:
         accelerator="gpu" if device == "cuda" else "cpu", devices=1, max_epochs=spec["epochs"],
         gradient_clip_val=settings.clip_val, gradient_clip_algorithm=settings.clip_algorithm,
         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        num_sanity_val_steps=0, callbacks=[clock],
+        num_sanity_val_steps=0, callbacks=[clock, *callbacks],
     )
     validate = spec.get("validate", True)
     trainer.fit(module, train_dataloaders=train, val_dataloaders=val if validate else None)
@@ -347,10 +348,11 @@ def project_args(spec: dict[str, Any], settings: Settings, save_dir: str) -> lis
     return args + list(spec.get("cli_args", []))
 
 
-def run_project(spec: dict[str, Any], settings: Settings) -> Timings:
+def run_project(spec: dict[str, Any], settings: Settings, callbacks: tuple = ()) -> Timings:
     """``Trainer.fit`` as users run it: the config through ``vae_lightning.cli.main``. A row's
     ``callback_settings`` (class name -> attributes) change the configured callbacks, such as
-    ``GradientDiagnostics.count_every_step``, which the command line cannot reach in a list."""
+    ``GradientDiagnostics.count_every_step``, which the command line cannot reach in a list;
+    ``callbacks`` are the benchmark's own, which time it."""
     from vae_lightning.cli import main
 
     device = spec["device"]
@@ -360,7 +362,7 @@ def run_project(spec: dict[str, Any], settings: Settings) -> Timings:
             for name, value in spec.get("callback_settings", {}).get(type(callback).__name__, {}).items():
                 setattr(callback, name, value)
         clock = _epoch_clock(device)
-        cli.trainer.callbacks.append(clock)
+        cli.trainer.callbacks += [clock, *callbacks]
         if spec.get("compile"):
             compile_network(cli.model.network, spec["compile"])
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)

@@ -157,12 +157,13 @@ def measure_in_process(spec: dict[str, Any], log_dir: Path) -> dict[str, Any]:
 
 
 def measure_interleaved(specs: list[dict[str, Any]], repeats: int, run, log_dir: Path) -> list[dict[str, Any]]:
-    """Run ``specs`` round-robin ``repeats`` times (floor, reference, project, floor, ...), and
-    combine each row's runs: on a shared machine whose speed drifts over minutes, rows measured
-    side by side, several times, give ratios that one pass cannot."""
+    """Run ``specs`` round-robin ``repeats`` times, in their order and then in reverse order by
+    turns, and combine each row's runs: on a shared machine whose speed drifts over minutes, rows
+    measured side by side, several times, give ratios that one pass cannot, and reversing the
+    order cancels a steady drift between neighbours."""
     runs: dict[str, list[dict[str, Any]]] = {spec["name"]: [] for spec in specs}
     for i in range(repeats):
-        for spec in specs:
+        for spec in specs if i % 2 == 0 else specs[::-1]:
             runs[spec["name"]].append(run({**spec, "log_suffix": f"_{i + 1}" if repeats > 1 else ""}, log_dir))
     return [combine_runs(row_runs) for row_runs in runs.values()]
 

@@ -14,7 +14,7 @@ TARGETS = {
     "project_over_floor_memory": ("<=", 1.25),
 }
 
-#: The main rows in the order they run, with the short names the table of runs uses.
+#: The main rows, with the short names the table of runs uses.
 MAIN_ROWS = {FLOOR: "floor", PLAIN: "plain loop", REFERENCE: "reference", LIGHTNING: "lightning", PROJECT: "project"}
 
 #: Time ratios reported for every run: (key, numerator row, denominator row).
@@ -131,8 +131,8 @@ def _rows_markdown(report: dict[str, Any]) -> list[str]:
         keys = [key for key, _, _ in TIME_RATIOS if key in runs[0]]
         lines += [
             "",
-            f"Each row above is the median of {len(runs)} runs, interleaved (each row once, in this order, then "
-            "again), and each time ratio above the median of the runs' own ratios; the runs one by one "
+            f"Each row above is the median of {len(runs)} runs, interleaved (each row once, then again in reverse "
+            "order), and each time ratio above the median of the runs' own ratios; the runs one by one "
             "(s/epoch, then the ratios):",
             "",
             "| run | " + " | ".join([MAIN_ROWS[n] for n in names] + keys) + " |",

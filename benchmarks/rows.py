@@ -13,20 +13,21 @@ from settings import load
 
 Row = dict[str, Any]
 
-#: The rows whose ratios are held to targets, in the order they run.
+#: The names of the main rows.
 FLOOR, PLAIN, REFERENCE, LIGHTNING, PROJECT = "floor", "plain loop (denormals kept)", "reference", "lightning (bare loop)", "project"
 
 
 def main_rows(base: Row) -> list[Row]:
     """The fair floor (the config's numerics: denormals flushed, the same matmul precision), the
     plain loop as usually written (denormals kept), the pytorch/examples reference as it runs
-    there, Lightning's bare loop on the same model, and the project."""
+    there, Lightning's bare loop on the same model, and the project; in the order they run, the
+    rows whose ratios are held to targets next to each other."""
     return [
-        {**base, "name": FLOOR, "kind": "floor"},
         {**base, "name": PLAIN, "kind": "floor", "flush_denormal": False},
-        {**base, "name": REFERENCE, "kind": "reference", "flush_denormal": False, "quiet": False},
         {**base, "name": LIGHTNING, "kind": "lightning"},
+        {**base, "name": FLOOR, "kind": "floor"},
         {**base, "name": PROJECT, "kind": "project"},
+        {**base, "name": REFERENCE, "kind": "reference", "flush_denormal": False, "quiet": False},
     ]
 
 
