@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -128,10 +130,22 @@ def _slug(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name).strip("_")
 
 
+def _busy_cpu_seconds() -> float | None:
+    """CPU seconds all processes of the machine have run so far (user, nice, system; /proc/stat)."""
+    try:
+        user, nice, system = Path("/proc/stat").read_text().split()[1:4]
+    except (OSError, ValueError):
+        return None
+    return (int(user) + int(nice) + int(system)) / os.sysconf("SC_CLK_TCK")
+
+
 def measure(spec: dict[str, Any], log_dir: Path) -> dict[str, Any]:
-    """Run ``spec`` in a fresh Python process; its output (progress bar, prints) goes to a log."""
+    """Run ``spec`` in a fresh Python process; its output (progress bar, prints) goes to a log.
+    ``others_cpu_share``: the share of the machine's cores that other processes kept busy
+    meanwhile (0: the row had the machine to itself), from /proc/stat less the row's own CPU time."""
     log_path = log_dir / f"{_slug(spec['name'])}{spec.get('log_suffix', '')}.log"
     print(f"  {spec['name']:<44}", end="", flush=True)
+    busy, own, start = _busy_cpu_seconds(), resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
     with tempfile.NamedTemporaryFile("r", suffix=".json") as result, open(log_path, "w") as log:
         proc = subprocess.run(
             [sys.executable, __file__, json.dumps(spec), result.name],
@@ -145,8 +159,14 @@ def measure(spec: dict[str, Any], log_dir: Path) -> dict[str, Any]:
         print(f"failed (exit {proc.returncode}); see {log_path}")
         return {**public(spec), "error": f"exit {proc.returncode}"}
     row = {**public(spec), **json.loads(text)}
+    if busy is not None:
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        own_seconds = after.ru_utime + after.ru_stime - own.ru_utime - own.ru_stime
+        others = (_busy_cpu_seconds() - busy - own_seconds) / ((time.perf_counter() - start) * os.cpu_count())
+        row["others_cpu_share"] = round(max(others, 0.0), 3)
     mem = row.get("peak_cuda_mb") if spec["device"] == "cuda" else row.get("peak_rss_mb")
-    print(f"{row['seconds_per_epoch']:8.3f} s/epoch {row['images_per_s']:10.0f} img/s  {mem} MB")
+    print(f"{row['seconds_per_epoch']:8.3f} s/epoch {row['images_per_s']:10.0f} img/s  {mem} MB  "
+          f"others {row.get('others_cpu_share', 0):.0%}")
     return row
 
 
@@ -174,7 +194,9 @@ def combine_runs(row_runs: list[dict[str, Any]]) -> dict[str, Any]:
     if failed or len(row_runs) == 1:
         return failed[0] if failed else row_runs[0]
     row = dict(row_runs[0])
-    for key in ("seconds_per_epoch", "cpu_seconds_per_epoch", "val_loss"):
+    for key in ("seconds_per_epoch", "cpu_seconds_per_epoch", "val_loss", "others_cpu_share"):
+        if key not in row:
+            continue
         row[f"runs_{key}"] = [r[key] for r in row_runs]
         row[key] = round(statistics.median(row[f"runs_{key}"]), 4)
     row["images_per_s"] = round(row["train_images_per_epoch"] / row["seconds_per_epoch"], 1)

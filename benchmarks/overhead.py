@@ -224,6 +224,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "per_step": combined, "runs": runs,
         "over_floor_ms": {loop: {k: round(combined[loop][k] - combined["floor"][k], 3) for k in ("p25_ms", "median_ms")}
                           for loop in ("lightning", "project")},
+        "over_floor_percent": {loop: {k: round(100 * (combined[loop][k] / combined["floor"][k] - 1), 1) for k in ("p25_ms", "median_ms")}
+                               for loop in ("lightning", "project")},
         "micro": microbenchmarks(args.data_dir),
     }
     out = Path(args.out)

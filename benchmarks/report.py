@@ -68,9 +68,12 @@ def per_run_ratios(rows: list[dict[str, Any]]) -> list[dict[str, float]]:
     if PROJECT not in by or "runs_seconds_per_epoch" not in by[PROJECT]:
         return []
     runs = []
-    for values in zip(*(by[name]["runs_seconds_per_epoch"] for name in names)):
+    for i, values in enumerate(zip(*(by[name]["runs_seconds_per_epoch"] for name in names))):
         run = dict(zip(names, values))
         run.update({key: round(run[a] / run[b], 3) for key, a, b in TIME_RATIOS if a in run and b in run})
+        shares = [by[name]["runs_others_cpu_share"][i] for name in names if "runs_others_cpu_share" in by[name]]
+        if shares:
+            run["others_cpu_share"] = max(shares)  # the busiest row's: how disturbed this run was
         runs.append(run)
     return runs
 
@@ -128,12 +131,13 @@ def _rows_markdown(report: dict[str, Any]) -> list[str]:
     runs = report.get("runs") or []
     if runs:
         names = [name for name in MAIN_ROWS if name in runs[0]]
-        keys = [key for key, _, _ in TIME_RATIOS if key in runs[0]]
+        keys = [key for key, _, _ in TIME_RATIOS if key in runs[0]] + [k for k in ("others_cpu_share",) if k in runs[0]]
         lines += [
             "",
             f"Each row above is the median of {len(runs)} runs, interleaved (each row once, then again in reverse "
             "order), and each time ratio above the median of the runs' own ratios; the runs one by one "
-            "(s/epoch, then the ratios):",
+            "(s/epoch, then the ratios, then the largest share of the machine other processes kept busy "
+            "during one of the run's rows):",
             "",
             "| run | " + " | ".join([MAIN_ROWS[n] for n in names] + keys) + " |",
             "|---:|" + "---:|" * (len(names) + len(keys)),
