@@ -52,7 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--scaling-images", type=int, default=8192, help="training images timed per scaling point")
     p.add_argument("--repeats", type=int, default=1,
                    help="run the main rows this many times, interleaved (every second time in reverse order); each "
-                   "row is the median of its runs, each ratio the median of the runs' ratios (steadier on a shared machine)")
+                   "row is its fastest run (steadier on a shared machine, whose noise only slows runs down)")
     p.add_argument("--in-process", action="store_true",
                    help="run the rows in this process (quick smoke runs; peak memory is then not per row)")
     args = p.parse_args(argv)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import statistics
 from typing import Any
 
 from rows import FLOOR, LIGHTNING, PLAIN, PROJECT, REFERENCE
@@ -31,16 +30,6 @@ def _by_name(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {r["name"]: r for r in rows if "error" not in r}
 
 
-def paired_ratio(a: dict[str, Any], b: dict[str, Any], field: str) -> float:
-    """``a[field] / b[field]``; for rows run several times, interleaved, the median of each run's
-    own ratio: rows measured side by side share the machine's state of the moment, so their
-    ratio moves less than either row's time does."""
-    runs = f"runs_{field}"
-    if runs in a and runs in b:
-        return statistics.median(x / y for x, y in zip(a[runs], b[runs]))
-    return a[field] / b[field]
-
-
 def ratios(rows: list[dict[str, Any]], device: str) -> dict[str, float]:
     """Wall-time ratios, and on CPU the same from process CPU seconds (which a busy machine
     disturbs less), and the peak-memory ratios of the project to the floor."""
@@ -48,9 +37,9 @@ def ratios(rows: list[dict[str, Any]], device: str) -> dict[str, float]:
     out: dict[str, float] = {}
     for key, a, b in TIME_RATIOS:
         if a in by and b in by:
-            out[f"{key}_time"] = paired_ratio(by[a], by[b], "seconds_per_epoch")
+            out[f"{key}_time"] = by[a]["seconds_per_epoch"] / by[b]["seconds_per_epoch"]
             if device == "cpu":
-                out[f"{key}_cpu_time"] = paired_ratio(by[a], by[b], "cpu_seconds_per_epoch")
+                out[f"{key}_cpu_time"] = by[a]["cpu_seconds_per_epoch"] / by[b]["cpu_seconds_per_epoch"]
     if PROJECT in by and FLOOR in by:
         mem_key = "peak_cuda_mb" if device == "cuda" else "peak_rss_mb"
         out["project_over_floor_memory"] = by[PROJECT][mem_key] / by[FLOOR][mem_key]
@@ -134,8 +123,8 @@ def _rows_markdown(report: dict[str, Any]) -> list[str]:
         keys = [key for key, _, _ in TIME_RATIOS if key in runs[0]] + [k for k in ("others_cpu_share",) if k in runs[0]]
         lines += [
             "",
-            f"Each row above is the median of {len(runs)} runs, interleaved (each row once, then again in reverse "
-            "order), and each time ratio above the median of the runs' own ratios; the runs one by one "
+            f"Each row above is the fastest of {len(runs)} runs, interleaved (each row once, then again in reverse "
+            "order); the runs one by one "
             "(s/epoch, then the ratios, then the largest share of the machine other processes kept busy "
             "during one of the run's rows):",
             "",
