@@ -51,8 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-main", action="store_true", help="skip the main rows (floor, reference, project, ...)")
     p.add_argument("--scaling-images", type=int, default=8192, help="training images timed per scaling point")
     p.add_argument("--repeats", type=int, default=1,
-                   help="run the main rows this many times, interleaved (every second time in reverse order); each "
-                   "row is its fastest run (steadier on a shared machine, whose noise only slows runs down)")
+                   help="run each group of rows (main, options, scaling) this many times, interleaved (every second time "
+                   "in reverse order); each row is its fastest run (steadier on a shared machine, whose noise only slows runs down)")
     p.add_argument("--in-process", action="store_true",
                    help="run the rows in this process (quick smoke runs; peak memory is then not per row)")
     args = p.parse_args(argv)
@@ -99,8 +99,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     run = measure.measure_in_process if args.in_process else measure.measure
     main_rows = [] if args.no_main else measure.measure_interleaved(rows.main_rows(base), args.repeats, run, log_dir)
     main_rows.sort(key=lambda row: list(report.MAIN_ROWS).index(row["name"]))  # the table's order
-    option_rows = [run(spec, log_dir) for spec in rows.option_rows(base)] if args.options else []
-    scaling = [run(spec, log_dir) for spec in rows.scaling_rows(base, args.scaling_images)] if args.scaling else []
+    option_rows = measure.measure_interleaved(rows.option_rows(base), args.repeats, run, log_dir) if args.options else []
+    scaling = measure.measure_interleaved(rows.scaling_rows(base, args.scaling_images), args.repeats, run, log_dir) if args.scaling else []
     ratios = report.ratios(main_rows, device)
     result = {
         "device": device, "device_name": device_name, "cpu_count": os.cpu_count(),
