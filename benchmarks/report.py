@@ -23,6 +23,7 @@ TIME_RATIOS = [
     ("lightning_over_floor", LIGHTNING, FLOOR),
     ("project_over_lightning", PROJECT, LIGHTNING),
     ("plain_loop_over_floor", PLAIN, FLOOR),
+    ("reference_over_floor", REFERENCE, FLOOR),
 ]
 
 
@@ -72,7 +73,7 @@ def targets(r: dict[str, float]) -> dict[str, Any]:
     for key, (op, bound) in TARGETS.items():
         if key in r:
             met = r[key] <= bound if op == "<=" else r[key] >= bound
-            out[key] = {"value": r[key], "target": f"{op} {bound}", "met": met}
+            out[key] = {"value": r[key], "target": f"{op} {bound}", "bound": bound, "met": met}
     return out
 
 
