@@ -1,10 +1,10 @@
 """Where the project's epoch goes beyond the model's own compute, piece by piece, on the CPU.
 
-1. Per step and per epoch, in one process, round-robin: the floor's training steps, Lightning's
-   bare loop (``loops.run_lightning``'s module and Trainer) and the project (the default
-   config), each timed step by step (the low quartile and the median of the step times, which
-   a busy machine moves less than an epoch's total), and for the Lightning loops the
-   validation and the end of the epoch (checkpoints) apart; each loop's fastest run counts.
+1. Step by step, paired: Lightning's bare loop (``loops.run_lightning``'s module and Trainer)
+   and the project (the default config), each with a floor step run and timed after every one
+   of its training steps (:class:`PairedFloor`), so both see the same moments of a machine
+   whose speed drifts; the median of the step-by-step ratios, over alternating runs. Per
+   epoch, the validation (the loop's and the floor's) and the end of the epoch (checkpoints).
 2. Microbenchmarks (the fastest of several repeats) of what runs around a step: dispatching
    one hook to the config's callbacks and to the module (with the config's ``NullProfiler`` and
    with Lightning's ``PassThroughProfiler``), the callbacks' own per-step work, the gradient
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -33,6 +34,8 @@ import loops
 from settings import REPO_ROOT, load
 
 DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data"
+#: MNIST's training file; the config's ``val_size`` of them are held out for validation.
+MNIST_TRAIN_IMAGES = 60_000
 
 
 def _best_us(fn, number: int = 200, repeat: int = 7) -> float:
@@ -40,77 +43,95 @@ def _best_us(fn, number: int = 200, repeat: int = 7) -> float:
     return round(min(timeit.repeat(fn, number=number, repeat=repeat)) / number * 1e6, 2)
 
 
-def _quantiles_ms(steps: list[float]) -> dict[str, float]:
-    ordered = sorted(steps)
-    return {"p25_ms": round(1000 * ordered[len(ordered) // 4], 3), "median_ms": round(1000 * statistics.median(ordered), 3)}
+class PairedFloor(Callback):
+    """Runs one step of the floor (its own copy of the model, its own batch, cut as the floor cuts
+    it) after each training step of the Lightning loop it is given to, and times the two apart;
+    after the loop's validation, the floor's validation pass. The two alternate within
+    milliseconds, so the machine's drift, which moves whole runs by up to a third, moves both
+    alike and their ratio step by step holds still. The first epoch is a warm-up."""
 
+    def __init__(self, data_dir: str) -> None:
+        settings = load()
+        train_x, self.val_x = loops.mnist_split(data_dir, settings, "cpu")
+        self.training = loops.PlainTraining(settings, tuple(train_x.shape[1:]), "cpu")
+        self.batches = loops.Batches(train_x, settings.batch_size, shuffle=True)
+        self.batch_size = settings.batch_size
+        self._batch_iter = iter(self.batches)
+        self._mark: float | None = None
+        self.cycles_ms: list[float] = []  # the Lightning loop's steps, batch end to batch end
+        self.floor_ms: list[float] = []
+        self.phases: dict[str, float] = {}
 
-class Marks(Callback):
-    """Records the start of each training step and of the epoch's validation and its end."""
+    def _floor_step(self) -> float:
+        start = time.perf_counter()
+        x = next(self._batch_iter, None)
+        if x is None:
+            self._batch_iter = iter(self.batches)
+            x = next(self._batch_iter)
+        self.training.train()
+        self.training.step(x)
+        return 1000 * (time.perf_counter() - start)
 
-    def __init__(self) -> None:
-        self.steps: list[float] = []
-        self.phases: list[float] = []
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._mark = None  # the first step of an epoch follows the validation: not a step's cycle
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self.steps.append(time.perf_counter())
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        now = time.perf_counter()
+        measured = trainer.current_epoch > 0 and self._mark is not None
+        floor_ms = self._floor_step()
+        if measured:
+            self.cycles_ms.append(1000 * (now - self._mark))
+            self.floor_ms.append(floor_ms)
+        self._mark = time.perf_counter()
 
     def on_validation_start(self, trainer, pl_module) -> None:
         if not trainer.sanity_checking:
-            self.steps.append(time.perf_counter())  # the last step's end
-            self.phases = [time.perf_counter()]
+            self.phases["validation_start"] = time.perf_counter()
 
     def on_validation_end(self, trainer, pl_module) -> None:
-        if not trainer.sanity_checking:
-            self.phases.append(time.perf_counter())
+        if trainer.sanity_checking:
+            return
+        self.phases["validation_s"] = time.perf_counter() - self.phases.pop("validation_start")
+        start = time.perf_counter()
+        self.training.train(False)
+        with torch.no_grad():
+            sum(self.training.loss(x) * len(x) for x in loops.Batches(self.val_x, self.batch_size, shuffle=False))
+        self.phases["floor_validation_s"] = time.perf_counter() - start
+        self.phases["validation_end"] = time.perf_counter()
 
     def on_train_end(self, trainer, pl_module) -> None:
-        self.phases.append(time.perf_counter())
+        self.phases["epoch_end_s"] = time.perf_counter() - self.phases.pop("validation_end")
 
-    def last_epoch(self, steps: int) -> dict[str, float]:
-        """The last epoch's step-time quantiles, its validation (with the callbacks' per-validation
-        work) and what follows until fit ends (checkpoints, epoch-end logging), in seconds."""
-        last = self.steps[-(steps + 1):]
-        val_start, val_end, end = self.phases
-        return {**_quantiles_ms([b - a for a, b in zip(last[:-1], last[1:])]),
-                "validation_s": round(val_end - val_start, 4), "epoch_end_s": round(end - val_end, 4)}
-
-
-def _floor(data_dir: str, steps: int) -> dict[str, float]:
-    settings = load()
-    train_x, val_x = loops.mnist_split(data_dir, settings, "cpu")
-    training = loops.PlainTraining(settings, tuple(train_x.shape[1:]), "cpu")
-    batches = loops.Batches(train_x, settings.batch_size, shuffle=True, limit=steps)
-    for _ in range(2):
-        marks = []
-        for x in batches:
-            marks.append(time.perf_counter())
-            training.step(x)
-        marks.append(time.perf_counter())
-        with torch.no_grad():
-            sum(training.loss(x) * len(x) for x in loops.Batches(val_x, settings.batch_size, shuffle=False))
-        marks.append(time.perf_counter())
-    return {**_quantiles_ms([b - a for a, b in zip(marks[:-2], marks[1:-1])]), "validation_s": round(marks[-1] - marks[-2], 4)}
+    def summary(self) -> dict[str, float]:
+        """The loop's and the floor's step times (medians), the median of their step-by-step
+        ratios, and the last epoch's validation (the loop's and the floor's) and end (checkpoints)."""
+        ratios = [c / f for c, f in zip(self.cycles_ms, self.floor_ms)]
+        return {
+            "step_ms": round(statistics.median(self.cycles_ms), 3),
+            "floor_step_ms": round(statistics.median(self.floor_ms), 3),
+            "step_over_floor": round(statistics.median(ratios), 4),
+            "step_over_floor_p25_p75": [round(q, 4) for q in statistics.quantiles(ratios, n=4)[::2]],
+            **{k: round(v, 4) for k, v in self.phases.items()},
+        }
 
 
-def _lightning_loop(run, data_dir: str, steps: int, cli_args: list[str]) -> dict[str, float]:
-    marks = Marks()
-    spec = {"device": "cpu", "epochs": 2, "limit_batches": steps, "data_dir": data_dir, "cli_args": cli_args}
-    run(spec, load(), callbacks=(marks,))  # limit_batches: all 40 validation batches
-    return marks.last_epoch(steps)
-
-
-def per_step(data_dir: str, steps: int, first: int) -> dict[str, dict[str, float]]:
-    """One measurement of each loop, starting with the ``first``-th (the order rotates from run
-    to run): 2 epochs of ``steps`` training steps and the whole validation, the second timed."""
-    measures = {
-        "floor": lambda: _floor(data_dir, steps),
-        "lightning": lambda: _lightning_loop(loops.run_lightning, data_dir, steps, []),
-        "project": lambda: _lightning_loop(loops.run_project, data_dir, steps, ["--trainer.num_sanity_val_steps=0"]),
+def paired(data_dir: str, steps: int, first: int) -> dict[str, dict[str, float]]:
+    """Lightning's bare loop and the project, each for 2 epochs of ``steps`` training steps and
+    the whole validation, with the floor paired step by step (:class:`PairedFloor`); the order
+    alternates from run to run."""
+    runs = {
+        "lightning": (loops.run_lightning, []),
+        "project": (loops.run_project, ["--trainer.num_sanity_val_steps=0"]),
     }
-    names = list(measures)
-    order = names[first % 3:] + names[: first % 3]
-    return {name: measures[name]() for name in order}
+    order = list(runs) if first % 2 == 0 else list(runs)[::-1]
+    out = {}
+    for name in order:
+        run, cli_args = runs[name]
+        pairing = PairedFloor(data_dir)
+        spec = {"device": "cpu", "epochs": 2, "limit_batches": steps, "data_dir": data_dir, "cli_args": cli_args}
+        run(spec, load(), callbacks=(pairing,))
+        out[name] = pairing.summary()
+    return out
 
 
 def microbenchmarks(data_dir: str) -> dict[str, Any]:
@@ -198,6 +219,15 @@ def _profiled_calls_per_step(data_dir: str) -> float:
     return (calls[1] - calls[0]) / 4
 
 
+def _epoch_ratio(loop: dict[str, float], train_images: int, batch_size: int) -> float:
+    """An epoch of the loop over one of the floor, from the paired step times and the per-epoch
+    parts: the training images' steps, the validation and, for the loop, the epoch's end."""
+    steps = math.ceil(train_images / batch_size)
+    loop_s = steps * loop["step_ms"] / 1000 + loop["validation_s"] + loop["epoch_end_s"]
+    floor_s = steps * loop["floor_step_ms"] / 1000 + loop["floor_validation_s"]
+    return round(loop_s / floor_s, 4)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=300, help="training steps per timed epoch")
@@ -212,24 +242,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.set_flush_denormal(settings.flush_denormal)  # the project's numerics for all three loops
     torch.set_float32_matmul_precision(settings.matmul_precision)
     load_start = round(os.getloadavg()[0], 2)
-    runs = [per_step(args.data_dir, args.steps, first=i) for i in range(args.repeats)]
-    # each loop's fastest run: the machine's noise moves whole runs and only ever slows them down
-    combined = {loop: min((run[loop] for run in runs), key=lambda r: r["p25_ms"]) for loop in ("floor", "lightning", "project")}
+    runs = [paired(args.data_dir, args.steps, first=i) for i in range(args.repeats)]
+    # each loop's step-by-step ratio to the floor, the median over the runs (each ratio is already steady)
+    combined = {
+        loop: {key: round(statistics.median(run[loop][key] for run in runs), 4)
+               for key in ("step_over_floor", "step_ms", "floor_step_ms", "validation_s", "floor_validation_s", "epoch_end_s")}
+        for loop in ("lightning", "project")
+    }
     result = {
         "command": "python benchmarks/overhead.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "threads": torch.get_num_threads(), "steps": args.steps, "repeats": args.repeats,
         "load_average_start_end": [load_start, round(os.getloadavg()[0], 2)],
-        "per_step": combined, "runs": runs,
-        "over_floor_ms": {loop: {k: round(combined[loop][k] - combined["floor"][k], 3) for k in ("p25_ms", "median_ms")}
-                          for loop in ("lightning", "project")},
-        "over_floor_percent": {loop: {k: round(100 * (combined[loop][k] / combined["floor"][k] - 1), 1) for k in ("p25_ms", "median_ms")}
-                               for loop in ("lightning", "project")},
+        "paired": combined, "runs": runs,
+        "project_step_over_lightning_step": round(combined["project"]["step_over_floor"] / combined["lightning"]["step_over_floor"], 4),
+        "epoch_over_floor_from_paired_steps": {loop: _epoch_ratio(combined[loop], MNIST_TRAIN_IMAGES - settings.val_size, settings.batch_size) for loop in combined},
         "micro": microbenchmarks(args.data_dir),
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "overhead_cpu.json").write_text(json.dumps(result, indent=2))
-    print(json.dumps({k: result[k] for k in ("per_step", "over_floor_ms", "micro")}, indent=2))
+    print(json.dumps({k: result[k] for k in ("paired", "project_step_over_lightning_step", "epoch_over_floor_from_paired_steps", "micro")}, indent=2))
     return result
 
 

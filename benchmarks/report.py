@@ -146,7 +146,8 @@ def _scaling_markdown(report: dict[str, Any]) -> list[str]:
     images = report["scaling"][0]["limit_batches"] * report["scaling"][0]["batch_size"]
     lines = [
         f"Scaling on {_conditions(report)}: training steps only, no validation; each point one warm-up and one "
-        f"measured pass over ~{images} images; s/epoch = 55,000 / images per second.",
+        f"measured pass over ~{images} images, the fastest of {report.get('repeats', 1)} interleaved runs; "
+        "s/epoch = 55,000 / images per second.",
         "",
         "| batch | model | floor s/epoch | lightning s/epoch | project s/epoch | lightning/floor | project/floor | "
         "project/floor, CPU s | project ms/step over the floor's |",

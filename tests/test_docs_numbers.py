@@ -219,3 +219,10 @@ def test_the_checker_finds_numbers_as_written():
     assert list(tokens("| 1e-3 (default) | 51.98 | 3,280 passes | -86.76 |", True)) == ["51.98", "3,280", "-86.76"]
     assert matches("36.64", [36.6412]) and not matches("36.64", [36.65])
     assert matches("23%", [0.2301]) and matches("0.0002%", [2.1e-6]) and matches("3,280", [3280])
+
+
+@pytest.mark.parametrize("report", sorted((ROOT / "benchmarks/results").glob("*/epoch_time_*.md")), ids=lambda p: p.parent.name)
+def test_the_performance_page_shows_the_tables_the_benchmark_wrote(report):
+    page = (ROOT / "docs/performance.md").read_text()
+    missing = [row for row in report_rows(report) if row not in page]
+    assert not missing, f"docs/performance.md lacks these rows of {relative(report)}: {missing}"
