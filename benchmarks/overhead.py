@@ -107,6 +107,7 @@ class PairedFloor(Callback):
         ratios, and the last epoch's validation (the loop's and the floor's) and end (checkpoints)."""
         ratios = [c / f for c, f in zip(self.cycles_ms, self.floor_ms)]
         return {
+            "steps_measured": len(ratios),
             "step_ms": round(statistics.median(self.cycles_ms), 3),
             "floor_step_ms": round(statistics.median(self.floor_ms), 3),
             "step_over_floor": round(statistics.median(ratios), 4),

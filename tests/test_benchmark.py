@@ -137,3 +137,17 @@ def test_default_progress_bar_redraws_every_20_steps_and_refresh_rate_0_turns_it
     assert isinstance(bar, TQDMProgressBar) and bar.refresh_rate == 20 and bar.is_enabled
     off = main([*cli_args, "--trainer.callbacks.refresh_rate=0"], run=False).trainer.progress_bar_callback
     assert isinstance(off, TQDMProgressBar) and off.is_disabled
+
+
+def test_overhead_pairs_each_measured_step_of_a_lightning_loop_with_a_floor_step(mnist_dir: Path) -> None:
+    import overhead
+
+    result = overhead.paired(str(mnist_dir), steps=6, first=1)
+    assert set(result) == {"lightning", "project"}
+    for loop in result.values():
+        # the first epoch is a warm-up; the second's first step follows the validation, not a step
+        assert loop["steps_measured"] == 5
+        assert 0.3 < loop["step_over_floor"] < 10
+        assert loop["step_ms"] > 0 and loop["floor_step_ms"] > 0
+        assert loop["validation_s"] > 0 and loop["floor_validation_s"] > 0
+    assert result["project"]["epoch_end_s"] > result["lightning"]["epoch_end_s"]  # the project writes checkpoints
