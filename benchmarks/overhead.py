@@ -1,7 +1,8 @@
 """Where the project's epoch goes beyond the model's own compute, piece by piece, on the CPU.
 
-1. Step by step, paired: Lightning's bare loop (``loops.run_lightning``'s module and Trainer)
-   and the project (the default config), each with a floor step run and timed after every one
+1. Step by step, paired: Lightning's bare loop (``loops.run_lightning``'s module and Trainer),
+   the project (the default config) and the project with only the config's Lightning callbacks
+   (checkpoints, progress bar; the cost of the project's own callbacks), each with a floor step run and timed after every one
    of its training steps (:class:`PairedFloor`), so both see the same moments of a machine
    whose speed drifts; the median of the step-by-step ratios, over alternating runs. Per
    epoch, the validation (the loop's and the floor's) and the end of the epoch (checkpoints).
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from lightning.pytorch import Callback
 
 import loops
@@ -116,13 +118,25 @@ class PairedFloor(Callback):
         }
 
 
+#: The project with the config's Lightning callbacks (checkpoints, progress bar) and none of its own.
+PROJECT_LIGHTNING_CALLBACKS = "project, Lightning's callbacks only"
+
+
+def _lightning_callbacks() -> list[dict[str, Any]]:
+    """The entries of ``configs/default.yaml``'s ``trainer.callbacks`` that are Lightning's own."""
+    config = yaml.safe_load((REPO_ROOT / "configs" / "default.yaml").read_text())
+    return [c for c in config["trainer"]["callbacks"] if c["class_path"].startswith("lightning.")]
+
+
 def paired(data_dir: str, steps: int, first: int) -> dict[str, dict[str, float]]:
-    """Lightning's bare loop and the project, each for 2 epochs of ``steps`` training steps and
-    the whole validation, with the floor paired step by step (:class:`PairedFloor`); the order
-    alternates from run to run."""
+    """Lightning's bare loop, the project, and the project without its own callbacks, each for
+    2 epochs of ``steps`` training steps and the whole validation, with the floor paired step
+    by step (:class:`PairedFloor`); the order alternates from run to run."""
+    no_sanity = ["--trainer.num_sanity_val_steps=0"]
     runs = {
         "lightning": (loops.run_lightning, []),
-        "project": (loops.run_project, ["--trainer.num_sanity_val_steps=0"]),
+        "project": (loops.run_project, no_sanity),
+        PROJECT_LIGHTNING_CALLBACKS: (loops.run_project, [*no_sanity, f"--trainer.callbacks={json.dumps(_lightning_callbacks())}"]),
     }
     order = list(runs) if first % 2 == 0 else list(runs)[::-1]
     out = {}
@@ -248,7 +262,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     combined = {
         loop: {key: round(statistics.median(run[loop][key] for run in runs), 4)
                for key in ("step_over_floor", "step_ms", "floor_step_ms", "validation_s", "floor_validation_s", "epoch_end_s")}
-        for loop in ("lightning", "project")
+        for loop in runs[0]
     }
     result = {
         "command": "python benchmarks/overhead.py " + " ".join(argv if argv is not None else sys.argv[1:]),

@@ -143,7 +143,7 @@ def test_overhead_pairs_each_measured_step_of_a_lightning_loop_with_a_floor_step
     import overhead
 
     result = overhead.paired(str(mnist_dir), steps=6, first=1)
-    assert set(result) == {"lightning", "project"}
+    assert set(result) == {"lightning", "project", overhead.PROJECT_LIGHTNING_CALLBACKS}
     for loop in result.values():
         # the first epoch is a warm-up; the second's first step follows the validation, not a step
         assert loop["steps_measured"] == 5
