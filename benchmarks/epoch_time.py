@@ -25,9 +25,8 @@ from typing import Any
 import measure
 import report
 import rows
-from settings import REPO_ROOT, load
+from settings import DEFAULT_DATA_DIR, REPO_ROOT, load
 
-DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data"
 NO_GPU = (
     "No CUDA GPU is available here (torch.cuda.is_available() is False). Run with --device cpu, "
     "or on a GPU machine: python benchmarks/epoch_time.py --device cuda --options --scaling"

@@ -86,6 +86,12 @@ class PlainTraining:
         self.optimizer.step()
         return loss.detach()
 
+    @torch.no_grad()
+    def validation_loss(self, batches: Batches) -> Tensor:
+        """The mean loss per image over ``batches``, in evaluation mode."""
+        self.train(False)
+        return sum(self.loss(x) * len(x) for x in batches) / batches.images_per_pass
+
     def train(self, mode: bool = True) -> None:
         self.network.train(mode)
         self.likelihood.train(mode)
@@ -171,11 +177,8 @@ def run_floor(spec: dict[str, Any], settings: Settings) -> Timings:
         training.train()
         for x in train:
             step(x)
-        training.train(False)
         if spec.get("validate", True):
-            with torch.no_grad():
-                total = sum(training.loss(x) * len(x) for x in val)
-            val_loss = float(total) / val.images_per_pass
+            val_loss = float(training.validation_loss(val))
         _epoch(times, cpu, start, device)
     return {"times": times, "cpu": cpu, "train_images": train.images_per_pass, "val_loss": val_loss}
 

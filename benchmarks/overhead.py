@@ -1,11 +1,12 @@
 """Where the project's epoch goes beyond the model's own compute, piece by piece, on the CPU.
 
 1. Step by step, paired: Lightning's bare loop (``loops.run_lightning``'s module and Trainer),
-   the project (the default config) and the project with only the config's Lightning callbacks
-   (checkpoints, progress bar; the cost of the project's own callbacks), each with a floor step run and timed after every one
-   of its training steps (:class:`PairedFloor`), so both see the same moments of a machine
-   whose speed drifts; the median of the step-by-step ratios, over alternating runs. Per
-   epoch, the validation (the loop's and the floor's) and the end of the epoch (checkpoints).
+   the project (the default config) and the project with only the config's Lightning
+   callbacks (checkpoints, progress bar: what the project's own callbacks cost), each with a
+   floor step run and timed after every one of its training steps (:class:`PairedFloor`), so
+   both see the same moments of a machine whose speed drifts; the median of the step-by-step
+   ratios, over alternating runs. Per epoch, the validation (the loop's and the floor's) and
+   the end of the epoch (checkpoints).
 2. Microbenchmarks (the fastest of several repeats) of what runs around a step: dispatching
    one hook to the config's callbacks and to the module (with the config's ``NullProfiler`` and
    with Lightning's ``PassThroughProfiler``), the callbacks' own per-step work, the gradient
@@ -33,9 +34,8 @@ import yaml
 from lightning.pytorch import Callback
 
 import loops
-from settings import REPO_ROOT, load
+from settings import DEFAULT_DATA_DIR, REPO_ROOT, load
 
-DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data"
 #: MNIST's training file; the config's ``val_size`` of them are held out for validation.
 MNIST_TRAIN_IMAGES = 60_000
 
@@ -95,9 +95,7 @@ class PairedFloor(Callback):
             return
         self.phases["validation_s"] = time.perf_counter() - self.phases.pop("validation_start")
         start = time.perf_counter()
-        self.training.train(False)
-        with torch.no_grad():
-            sum(self.training.loss(x) * len(x) for x in loops.Batches(self.val_x, self.batch_size, shuffle=False))
+        self.training.validation_loss(loops.Batches(self.val_x, self.batch_size, shuffle=False))
         self.phases["floor_validation_s"] = time.perf_counter() - start
         self.phases["validation_end"] = time.perf_counter()
 
@@ -246,7 +244,7 @@ def _epoch_ratio(loop: dict[str, float], train_images: int, batch_size: int) -> 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=300, help="training steps per timed epoch")
-    p.add_argument("--repeats", type=int, default=5, help="round-robin runs of the three loops; the fastest of each counts")
+    p.add_argument("--repeats", type=int, default=5, help="runs of the three loops, in alternating order; each ratio is the median over the runs")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR))
     p.add_argument("--out", default=str(REPO_ROOT / "benchmarks" / "results"))

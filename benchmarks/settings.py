@@ -13,6 +13,8 @@ from typing import Any
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+#: The MNIST files kept beside the repository (``MNIST/raw`` in it).
+DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data"
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "default.yaml"
 
 
