@@ -113,7 +113,7 @@ def run_row(spec: dict[str, Any]) -> dict[str, Any]:
 
     import loops
     import vae_lightning.cli  # noqa: F401
-    from vae_lightning.numerics import denormal_flush_share
+    from vae_lightning.runtime.numerics import denormal_flush_share
 
     settings = settings_for(spec)
     apply_numerics(spec, settings)

@@ -155,7 +155,7 @@ def microbenchmarks(data_dir: str) -> dict[str, Any]:
     from vae_lightning.callbacks import GradientDiagnostics
     from vae_lightning.cli import main
     from vae_lightning.data import to_pixels
-    from vae_lightning.profiler import NullProfiler
+    from vae_lightning.runtime.profiler import NullProfiler
 
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as save_dir:
@@ -211,7 +211,7 @@ def _profiled_calls_per_step(data_dir: str) -> float:
     """Hook calls Lightning makes per training step of the default config (each one wrapped in
     ``profiler.profile``), counted over fits of 2 and 6 steps without validation."""
     from vae_lightning.cli import main
-    from vae_lightning.profiler import NullProfiler
+    from vae_lightning.runtime.profiler import NullProfiler
 
     calls = []
     for steps in (2, 6):

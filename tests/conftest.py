@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from postgres import postgres_server, postgres_url  # noqa: F401 - fixtures: a PostgreSQL server, a database
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = REPO_ROOT / "configs"
-DEFAULT_CONFIG = CONFIGS / "default.yaml"
-DATA_DIR = REPO_ROOT.parent / "shared" / "data"
+from helpers.postgres import postgres_server, postgres_url  # noqa: F401 - fixtures: a PostgreSQL server, a database
+from helpers.runs import DATA_DIR, cpu_run_args
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -31,30 +25,6 @@ def mnist_dir() -> Path:
     raw = DATA_DIR / "MNIST" / "raw"
     assert raw.is_dir(), f"real MNIST is expected in {raw} (see docs/training.md, 'Data')"
     return DATA_DIR
-
-
-def cpu_run_args(data_dir: Path, save_dir: Path) -> list[str]:
-    """The default config on one CPU with real MNIST, writing only under ``save_dir``;
-    put a subcommand before it and overrides after it."""
-    return [
-        "--config",
-        str(DEFAULT_CONFIG),
-        f"--data.data_dir={data_dir}",
-        "--data.download=false",
-        f"--trainer.logger.init_args.save_dir={save_dir}",
-        "--trainer.accelerator=cpu",
-        "--trainer.devices=1",
-        "--trainer.enable_model_summary=false",
-    ]
-
-
-def run_command(module: str, args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
-    """``python -m <module> <args>`` in a fresh process, as a user runs it from the repository root;
-    it can import the test files' modules (callbacks named in ``--trainer.callbacks``)."""
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "tests"), str(REPO_ROOT)])}
-    environment.pop("VAE_LIGHTNING_TRACEBACK", None)
-    command = [sys.executable, "-m", module, *args]
-    return subprocess.run(command, cwd=REPO_ROOT, env=environment, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture

@@ -11,14 +11,14 @@ import sys
 from pathlib import Path
 
 import torch
+from helpers.recorders import StepLosses
 from lightning.pytorch.callbacks import TQDMProgressBar
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from torchvision import datasets, transforms
 
-from recorders import StepLosses
-from tb import read_events, scalar_values
 from vae_lightning.cli import main
 from vae_lightning.data import train_val_split
+from vae_lightning.runs import read_events, scalar_values
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = REPO_ROOT / "benchmarks"
@@ -135,7 +135,7 @@ def test_default_path_trains_exactly_like_a_plain_dataloader_loop(cli_args: list
 def test_default_progress_bar_redraws_every_20_steps_and_refresh_rate_0_turns_it_off(cli_args: list[str]) -> None:
     bar = main(cli_args, run=False).trainer.progress_bar_callback
     assert isinstance(bar, TQDMProgressBar) and bar.refresh_rate == 20 and bar.is_enabled
-    off = main([*cli_args, "--trainer.callbacks.refresh_rate=0"], run=False).trainer.progress_bar_callback
+    off = main([*cli_args, "--progress_bar.refresh_rate=0"], run=False).trainer.progress_bar_callback
     assert isinstance(off, TQDMProgressBar) and off.is_disabled
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tb import read_events, scalar_values
 from vae_lightning.cli import main
 from vae_lightning.module import VAEModule
+from vae_lightning.runs import read_events, scalar_values
 
 
 def test_fit_lowers_the_validation_loss(trained_run: Path) -> None:

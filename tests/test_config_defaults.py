@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from vae_lightning.callbacks import ImagePredictionWriter
+from vae_lightning.callbacks.evaluation import Evaluator
 from vae_lightning.data import ImageDataModule
-from vae_lightning.evaluation import Evaluator
 from vae_lightning.module import DEFAULT_LR, DEFAULT_MOMENTUM, VAEModule
 
 DEFAULT_CONFIG = Path(__file__).parents[1] / "configs" / "default.yaml"

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import REPO_ROOT, cpu_run_args
+from helpers.runs import REPO_ROOT, cpu_run_args
 
 
 def test_a_run_shows_its_own_warnings_but_not_library_deprecations_or_adverts(mnist_dir: Path, tmp_path: Path) -> None:

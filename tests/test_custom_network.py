@@ -1,5 +1,5 @@
 """A network of the user's own, named only by its class path in a YAML file, trains through the CLI
-(custom_network.py beside this file holds the classes)."""
+(helpers/networks.py holds the classes)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import cpu_run_args
-from custom_network import EncoderOnly, PlainVAE, TinyVAE
-from recorders import StepLosses
+from helpers.networks import EncoderOnly, PlainVAE, TinyVAE
+from helpers.recorders import StepLosses
+from helpers.runs import cpu_run_args
 
 from vae_lightning.cli import main
 from vae_lightning.module import VAEModule
@@ -37,7 +37,7 @@ def fit(mnist_dir: Path, tmp_path: Path, overlay: Path) -> tuple[VAEModule, list
             "--trainer.max_epochs=1",
             "--trainer.limit_train_batches=20",
             "--trainer.limit_val_batches=2",
-            "--trainer.callbacks.refresh_rate=0",
+            "--progress_bar.refresh_rate=0",
         ],
         trainer_defaults={"callbacks": [losses]},
     )
@@ -45,7 +45,7 @@ def fit(mnist_dir: Path, tmp_path: Path, overlay: Path) -> tuple[VAEModule, list
 
 
 def test_a_vae_network_subclass_named_only_in_yaml_trains_and_reloads(mnist_dir: Path, tmp_path: Path) -> None:
-    overlay = network_overlay(tmp_path / "tiny.yaml", "custom_network.TinyVAE", latent_dim=3, hidden_dim=32)
+    overlay = network_overlay(tmp_path / "tiny.yaml", "helpers.networks.TinyVAE", latent_dim=3, hidden_dim=32)
     module, losses = fit(mnist_dir, tmp_path, overlay)
     assert isinstance(module.network, TinyVAE)
     assert module.network.image_shape == (1, 28, 28) and module.network.latent_dim == 3  # the shape from the data
@@ -58,7 +58,7 @@ def test_a_vae_network_subclass_named_only_in_yaml_trains_and_reloads(mnist_dir:
 
 
 def test_a_plain_module_with_encode_decode_and_latent_dim_gets_the_gaussian_posterior(mnist_dir: Path, tmp_path: Path) -> None:
-    overlay = network_overlay(tmp_path / "plain.yaml", "custom_network.PlainVAE", latent_dim=3)
+    overlay = network_overlay(tmp_path / "plain.yaml", "helpers.networks.PlainVAE", latent_dim=3)
     module, losses = fit(mnist_dir, tmp_path, overlay)
     assert isinstance(module.network, PlainVAE) and module.network.image_shape == (1, 28, 28)
     assert np.mean(losses[-5:]) < 0.95 * np.mean(losses[:5]), losses
@@ -73,7 +73,7 @@ def test_a_plain_module_with_encode_decode_and_latent_dim_gets_the_gaussian_post
 
 
 def test_a_network_without_decode_is_refused_naming_what_it_lacks(mnist_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    overlay = network_overlay(tmp_path / "encoder_only.yaml", "custom_network.EncoderOnly", latent_dim=3)
+    overlay = network_overlay(tmp_path / "encoder_only.yaml", "helpers.networks.EncoderOnly", latent_dim=3)
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", *cpu_run_args(mnist_dir, tmp_path), "--config", str(overlay)])
     assert exit_info.value.code == 2

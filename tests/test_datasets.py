@@ -13,13 +13,19 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from conftest import cpu_run_args
-from image_files import write_cifar10, write_idx, write_idx_dataset, write_image, write_image_folder
+from helpers.image_files import (
+    write_cifar10,
+    write_idx,
+    write_idx_dataset,
+    write_image,
+    write_image_folder,
+)
+from helpers.runs import cpu_run_args
 from PIL import Image
 
 from vae_lightning.cli import run_cli
 from vae_lightning.data import CorruptDataError, DataNotFoundError, ImageDataModule
-from vae_lightning.errors import UserError
+from vae_lightning.runtime.errors import UserError
 
 
 def loaded(data_dir: Path, dataset: str, **kwargs) -> ImageDataModule:

@@ -17,17 +17,17 @@ from typing import Any
 
 import pytest
 import torch
+from helpers.runs import cpu_run_args, run_command, with_callback
 from lightning.pytorch import Callback
 
-from conftest import cpu_run_args, run_command
-from tb import read_events, scalar_values
 from vae_lightning.cli import main
 from vae_lightning.data import TensorBatchLoader
 from vae_lightning.data.loader import PixelBatch
-from vae_lightning.errors import STOPPED_EXIT_CODE
 from vae_lightning.likelihoods import MSE, Bernoulli, Gaussian
-from vae_lightning.models import ConvVAE, MLPVAE
+from vae_lightning.models import MLPVAE, ConvVAE
 from vae_lightning.module import VAEModule
+from vae_lightning.runs import read_events, scalar_values
+from vae_lightning.runtime.errors import STOPPED_EXIT_CODE
 
 #: 2 epochs of 4 batches per process (8 optimizer steps), 2 validation batches per process.
 DDP_RUN = [
@@ -35,13 +35,9 @@ DDP_RUN = [
     "--trainer.limit_train_batches=4",
     "--trainer.limit_val_batches=2",
     "--trainer.num_sanity_val_steps=0",
-    "--trainer.callbacks.refresh_rate=0",  # the progress bar, the config's last callback
+    "--progress_bar.refresh_rate=0",
 ]
 
-
-def with_callback(class_name: str, **init_args: Any) -> str:
-    """Appends one of this file's callbacks to the config's list."""
-    return f"--trainer.callbacks+={json.dumps({'class_path': f'{__name__}.{class_name}', 'init_args': init_args})}"
 
 
 def ddp_fit(mnist_dir: Path, save_dir: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -149,7 +145,7 @@ def test_the_loader_gives_each_process_its_own_disjoint_shard_and_together_all_i
 def ddp_run(mnist_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One uninterrupted 2-process run; returns its ``save_dir`` (records in ``seen/``)."""
     save_dir = tmp_path_factory.mktemp("ddp")
-    result = ddp_fit(mnist_dir, save_dir, *DDP_RUN, with_callback("RecordShards", out_dir=str(save_dir / "seen")))
+    result = ddp_fit(mnist_dir, save_dir, *DDP_RUN, with_callback(RecordShards, out_dir=str(save_dir / "seen")))
     assert result.returncode == 0, result.stderr[-3000:]
     return save_dir
 
@@ -163,7 +159,7 @@ def test_each_process_trains_on_its_own_half_of_each_global_batch_and_metrics_ar
             *cpu_run_args(mnist_dir, tmp_path),
             *DDP_RUN,
             "--data.batch_size=64",
-            with_callback("RecordShards", out_dir=str(tmp_path / "seen")),
+            with_callback(RecordShards, out_dir=str(tmp_path / "seen")),
         ]
     )
     ranks = read_ranks(ddp_run / "seen")
@@ -200,7 +196,7 @@ def test_rank_zero_alone_writes_the_run_folder_events_and_checkpoints(ddp_run: P
 def test_a_run_stopped_by_sigterm_mid_epoch_resumes_to_the_weights_of_one_that_was_not(
     ddp_run: Path, mnist_dir: Path, tmp_path: Path
 ) -> None:
-    stopped = ddp_fit(mnist_dir, tmp_path, *DDP_RUN, with_callback("SignalAt", step=6, signum=int(signal.SIGTERM)))
+    stopped = ddp_fit(mnist_dir, tmp_path, *DDP_RUN, with_callback(SignalAt, step=6, signum=int(signal.SIGTERM)))
     assert stopped.returncode == STOPPED_EXIT_CODE, stopped.stderr[-3000:]  # stopped, not finished
     run_dir = tmp_path / "lightning_logs" / "version_0"
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -231,8 +227,8 @@ def test_a_deterministic_autoencoder_trains_under_plain_ddp_with_every_parameter
         "--trainer.limit_train_batches=3",  # an unused parameter fails DDP's second step
         "--trainer.limit_val_batches=2",
         "--trainer.num_sanity_val_steps=0",
-        "--trainer.callbacks.refresh_rate=0",
-        with_callback("RecordWeights", out_dir=str(tmp_path / "weights")),
+        "--progress_bar.refresh_rate=0",
+        with_callback(RecordWeights, out_dir=str(tmp_path / "weights")),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = read_ranks(tmp_path / "weights")

@@ -13,10 +13,11 @@ import torch
 from lightning.pytorch import Callback
 from torch.nn.utils import get_total_norm
 
-from tb import read_events, scalar_values
 from vae_lightning.cli import main
+from vae_lightning.latent import reparameterize
 from vae_lightning.losses import kl_divergence, reconstruction_loss
 from vae_lightning.module import VAEModule
+from vae_lightning.runs import read_events, scalar_values
 
 
 class GradientRecorder(Callback):
@@ -134,7 +135,7 @@ def test_kl_weight_zero_leaves_the_kl_out_of_the_gradient(cli_args: list[str]) -
     x = recorder.batch[0]
     torch.set_rng_state(recorder.rng_state)  # the same noise eps as the run's first step
     mu, logvar = network.encode(x)
-    logits = network.decode(network.reparameterize(mu, logvar))
+    logits = network.decode(reparameterize(mu, logvar))
     rl, kl = reconstruction_loss(x, torch.sigmoid(logits)), kl_divergence(mu, logvar)
     rl_grads = torch.autograd.grad(rl, list(network.parameters()), retain_graph=True)
     encoder = [*network.encoder.parameters(), *network.mu.parameters(), *network.logvar.parameters()]
@@ -213,8 +214,8 @@ def test_latent_diagnostics_under_ddp_cover_the_images_of_every_process(cli_args
     """Two CPU processes, each validating its own half of 256 images, log the statistics of all
     256: the same numbers as one process that sees them all (the untrained model is seeded)."""
     ddp_dir = tmp_path / "ddp"
-    args = [a for a in cli_args if not a.startswith(("--trainer.devices", "--trainer.logger.init_args.save_dir"))]
-    command = [sys.executable, "-m", "vae_lightning", "validate", *args, f"--trainer.logger.init_args.save_dir={ddp_dir}"]
+    args = [a for a in cli_args if not a.startswith(("--trainer.devices", "--trainer.default_root_dir"))]
+    command = [sys.executable, "-m", "vae_lightning", "validate", *args, f"--trainer.default_root_dir={ddp_dir}"]
     command += ["--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.limit_val_batches=4", "--data.batch_size=32"]
     result = subprocess.run(command, cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -228,10 +229,20 @@ def test_latent_diagnostics_under_ddp_cover_the_images_of_every_process(cli_args
         assert scalar_values(ddp_events, tag) == pytest.approx(scalar_values(single_events, tag), rel=1e-5, abs=1e-7), tag
 
 
-@pytest.mark.parametrize(
-    "callback", ["SampleGrid", "ReconstructionGrid", "LatentDiagnostics", "LatentSpaceFigures"]
-)
-def test_every_per_validation_callback_refuses_every_n_epochs_below_one(cli_args: list[str], capsys: pytest.CaptureFixture, callback: str) -> None:
-    with pytest.raises(SystemExit):  # a usage error before the run, not a ZeroDivisionError after an epoch
-        main(["fit", *cli_args, "--trainer.callbacks+", f"vae_lightning.callbacks.{callback}", "--trainer.callbacks.every_n_epochs=0"])
-    assert "every_n_epochs must be at least 1, got 0" in capsys.readouterr().err
+@pytest.mark.parametrize("section", ["sample_grid", "reconstruction_grid", "latent_diagnostics", "latent_figures"])
+def test_every_per_validation_callback_refuses_a_negative_every_n_epochs(cli_args: list[str], capsys: pytest.CaptureFixture, section: str) -> None:
+    with pytest.raises(SystemExit):  # a usage error before the run, not a surprise after an epoch
+        main(["fit", *cli_args, f"--{section}.every_n_epochs=-1"])
+    assert "every_n_epochs must be at least 1, or 0 to turn the callback off; got -1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("section", ["sample_grid", "reconstruction_grid", "latent_diagnostics", "latent_figures"])
+def test_every_n_epochs_0_turns_a_per_validation_callback_off(cli_args: list[str], tmp_path: Path, section: str) -> None:
+    tags = {"sample_grid": "samples", "reconstruction_grid": "reconstructions", "latent_diagnostics": "latent/mu1_min",
+            "latent_figures": "latent_space/scatter"}
+    short = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1", "--latent_figures.every_n_epochs=1"]
+    main(["fit", *cli_args, *short, f"--{section}.every_n_epochs=0"])
+    events = read_events(tmp_path / "lightning_logs" / "version_0")
+    logged = set(events.Tags()["scalars"]) | set(events.Tags()["images"])
+    assert tags[section] not in logged
+    assert {"val/loss", *(tag for name, tag in tags.items() if name != section)} <= logged

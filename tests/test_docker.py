@@ -8,14 +8,14 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path, PurePosixPath
 
 import pytest
+import tomllib
 import yaml
 
-from vae_lightning.cli import main
 from vae_lightning.callbacks import ImagePredictionWriter
+from vae_lightning.cli import main
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO_ROOT / "Dockerfile"
@@ -161,7 +161,7 @@ def test_the_command_config_builds_the_module_data_and_trainer(mnist_dir: Path, 
     monkeypatch.chdir(REPO_ROOT)
     subcommand, *options = exec_form("CMD")
     cli = main(
-        [*options, f"--data.data_dir={mnist_dir}", f"--trainer.logger.init_args.save_dir={tmp_path}", "--trainer.accelerator=cpu"],
+        [*options, f"--data.data_dir={mnist_dir}", f"--trainer.default_root_dir={tmp_path}", "--trainer.accelerator=cpu"],
         run=False,
     )
     assert cli.datamodule.data_on_device and cli.datamodule.batch_size == 512

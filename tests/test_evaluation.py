@@ -9,16 +9,18 @@ from pathlib import Path
 import pytest
 import torch
 from lightning.pytorch import Trainer
-from torch.distributions import Bernoulli as BernoulliDistribution, Normal
+from torch.distributions import Bernoulli as BernoulliDistribution
+from torch.distributions import Normal
 from torch.utils.data import DataLoader, TensorDataset
 
-from tb import read_events
+from vae_lightning.callbacks.evaluation import iwae_bounds, reconstruction_metrics
 from vae_lightning.cli import main
 from vae_lightning.data import ImageDataModule
-from vae_lightning.evaluation import iwae_bounds, reconstruction_metrics
+from vae_lightning.latent import reparameterize
 from vae_lightning.likelihoods import MSE, Bernoulli, Gaussian
 from vae_lightning.losses import kl_divergence, reconstruction_loss
 from vae_lightning.module import VAEModule
+from vae_lightning.runs import read_events
 
 SHAPE = (1, 28, 28)
 D = 784
@@ -103,21 +105,21 @@ def test_iwae_bound_is_above_the_elbo_and_tightens_with_k(trained: VAEModule, te
     network, log_likelihood = trained.network, trained.likelihood.log_likelihood
     with torch.no_grad():
         mu, logvar = network.encode(test_batch)
-        logits = network.decode(network.reparameterize(mu, logvar, 200))
+        logits = network.decode(reparameterize(mu, logvar, 200))
         elbo = log_likelihood(test_batch, logits).mean() - kl_divergence(mu, logvar)
     generator = torch.Generator().manual_seed(0)
-    bounds = iwae_bounds(network, test_batch, [1, 10, 100], log_likelihood, chunk_size=16, generator=generator)
+    bounds = iwae_bounds(trained, test_batch, [1, 10, 100], chunk_size=16, generator=generator)
     l1, l10, l100 = (bounds[k].mean() for k in (1, 10, 100))
     assert abs(l1 - elbo) < 1.0  # L_1 is a one-sample estimate of the ELBO
     assert elbo + 0.1 < l10 < l100
     # chunking is only a memory setting: one chunk gives the same bound up to sampling noise
-    unchunked = iwae_bounds(network, test_batch, [100], log_likelihood, chunk_size=100, generator=generator)
+    unchunked = iwae_bounds(trained, test_batch, [100], chunk_size=100, generator=generator)
     assert abs(unchunked[100].mean() - l100) < 0.3
 
 
 def test_iwae_refuses_a_sample_count_below_one(trained: VAEModule, test_batch: torch.Tensor) -> None:
     with pytest.raises(ValueError, match="iwae_samples"):
-        iwae_bounds(trained.network, test_batch, [0, 5], trained.likelihood.log_likelihood)
+        iwae_bounds(trained, test_batch, [0, 5])
 
 
 def test_psnr_ssim_and_mse_of_identical_and_of_shifted_images() -> None:
@@ -228,8 +230,9 @@ def test_linear_autoencoder_decoder_spans_the_top_principal_subspace(cli_args: l
         ]
     )
     train_images = cli.datamodule.splits["train"][0][:20000].flatten(1).float() / 255
-    _, _, principal = torch.pca_lowrank(train_images, q=latent_dim + 4, center=True, niter=4)
-    principal = principal[:, :latent_dim]  # (D, d), orthonormal
+    centred = (train_images - train_images.mean(dim=0)).double()
+    _, eigenvectors = torch.linalg.eigh(centred.T @ centred)  # exact PCA; eigenvalues ascending
+    principal = eigenvectors[:, -latent_dim:].float()  # (D, d), orthonormal
     network = cli.model.network
     with torch.no_grad():  # columns of the decoder's linear map z -> x_hat, less its offset
         columns = (network.decode(torch.eye(latent_dim)) - network.decode(torch.zeros(1, latent_dim))).flatten(1).T

@@ -1,9 +1,14 @@
 """RL and KL against hand computations and torch.distributions."""
 
 import torch
-from torch.distributions import Normal, kl_divergence as torch_kl
+from torch.distributions import Normal
+from torch.distributions import kl_divergence as torch_kl
 
-from vae_lightning.losses import kl_divergence, kl_divergence_per_dim, reconstruction_loss
+from vae_lightning.losses import (
+    kl_divergence,
+    kl_divergence_per_dim,
+    reconstruction_loss,
+)
 
 
 def test_reconstruction_loss_sums_pixels_and_averages_images() -> None:

@@ -10,10 +10,11 @@ import torch
 from lightning.pytorch import Trainer
 from torch.utils.data import DataLoader, TensorDataset
 
-from vae_lightning.errors import CheckpointError
+from vae_lightning.latent import reparameterize
 from vae_lightning.likelihoods import Bernoulli
 from vae_lightning.models import MLPVAE
 from vae_lightning.module import VAEModule
+from vae_lightning.runtime.errors import CheckpointError
 
 
 def _train_one_step(module: VAEModule, tmp_path: Path) -> Path:
@@ -50,7 +51,7 @@ def test_forward_gives_the_likelihoods_mean_image_of_one_draw_per_mc_sample() ->
     x_hat, mu, logvar = module(x)
     assert x_hat.shape == (3, 8, 1, 28, 28)
     torch.manual_seed(1)  # the same draws of z, by hand
-    logits = module.network.decode(module.network.reparameterize(mu, logvar, samples=3))
+    logits = module.network.decode(reparameterize(mu, logvar, samples=3))
     assert torch.equal(x_hat, torch.sigmoid(logits))
     # the report's RL: the squared error summed over pixels, averaged over the draws and the images
     rl = (x_hat - x).pow(2).flatten(-3).sum(-1).mean()

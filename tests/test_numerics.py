@@ -11,7 +11,7 @@ import textwrap
 import pytest
 import torch
 
-from vae_lightning.numerics import apply_numerics
+from vae_lightning.runtime.numerics import apply_numerics
 
 TINY = torch.finfo(torch.float32).tiny
 
@@ -57,7 +57,7 @@ def test_the_flush_mode_reaches_every_thread_only_when_set_first_and_a_late_sett
         """
         import torch
         torch.set_num_threads(2)
-        from vae_lightning.numerics import apply_numerics, denormal_flush_share
+        from vae_lightning.runtime.numerics import apply_numerics, denormal_flush_share
         apply_numerics(flush_denormal=True)
         torch.ones(1 << 20).mul_(2)  # threads start after the setting
         print(denormal_flush_share())
@@ -71,7 +71,7 @@ def test_the_flush_mode_reaches_every_thread_only_when_set_first_and_a_late_sett
         import torch
         torch.set_num_threads(2)
         torch.ones(1 << 20).mul_(2)  # threads start before the setting
-        from vae_lightning.numerics import apply_numerics, denormal_flush_share
+        from vae_lightning.runtime.numerics import apply_numerics, denormal_flush_share
         apply_numerics(flush_denormal=True)
         print(denormal_flush_share())
         """

@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from vae_lightning.cli import main
 from vae_lightning.callbacks import ImagePredictionWriter
+from vae_lightning.cli import main
 from vae_lightning.data import ImageDataModule, to_pixels
 
 KINDS = ("samples", "inputs", "reconstructions")

@@ -8,12 +8,12 @@ from __future__ import annotations
 import re
 import runpy
 import shlex
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
+from helpers.runs import REPO_ROOT
 
-from conftest import REPO_ROOT
 from vae_lightning.cli import main as cli_main
 from vae_lightning.experiments.cli import build_parser
 from vae_lightning.experiments.spec import load_experiment

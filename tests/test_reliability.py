@@ -19,20 +19,23 @@ from typing import Any
 
 import pytest
 import torch
+from helpers.recorders import StepLosses
+from helpers.runs import cpu_run_args, with_callback
 from lightning.pytorch import Callback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from recorders import StepLosses
 from vae_lightning.callbacks import NonFiniteLossGuard
 from vae_lightning.cli import main
 from vae_lightning.data import ImageDataModule, TensorBatchLoader
 from vae_lightning.data.integrity import _md5, verify_raw_files
 from vae_lightning.data.loader import PixelBatch
-from vae_lightning.errors import CheckpointError, CorruptDataError, NonFiniteLossError
 from vae_lightning.models import MLPVAE
 from vae_lightning.module import VAEModule
-
-from conftest import cpu_run_args
+from vae_lightning.runtime.errors import (
+    CheckpointError,
+    CorruptDataError,
+    NonFiniteLossError,
+)
 
 #: 3 epochs of 4 batches of 32 (12 optimizer steps), two validation batches per epoch.
 SHORT_RUN = [
@@ -48,10 +51,6 @@ def fit_args(mnist_dir: Path, save_dir: Path, *extra: str) -> list[str]:
     """``fit`` with the default config on CPU, writing under ``save_dir``."""
     return ["fit", *cpu_run_args(mnist_dir, save_dir), *extra]
 
-
-def with_callback(class_name: str, **init_args: Any) -> str:
-    """Appends one of this file's callbacks to the config's list."""
-    return f"--trainer.callbacks+={json.dumps({'class_path': f'{__name__}.{class_name}', 'init_args': init_args})}"
 
 
 class SignalAt(Callback):
@@ -115,7 +114,7 @@ def file_digests(folder: Path) -> dict[str, str]:
 def reference_run(mnist_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The uninterrupted short run the interrupted-and-resumed ones must reproduce."""
     save_dir = tmp_path_factory.mktemp("reference")
-    cli = main(fit_args(mnist_dir, save_dir, *SHORT_RUN, with_callback("StepLosses")))
+    cli = main(fit_args(mnist_dir, save_dir, *SHORT_RUN, with_callback(StepLosses)))
     return {
         "weights": weights(cli.model),
         "val_loss": float(cli.trainer.callback_metrics["val/loss"]),
@@ -142,7 +141,7 @@ def test_a_signalled_run_saves_last_ckpt_mid_epoch_and_resumes_to_the_same_weigh
     reference_run: dict[str, Any], mnist_dir: Path, tmp_path: Path,
 ) -> None:
     with pytest.raises(SIGTERMException):  # Lightning's clean stop between batches
-        main(fit_args(mnist_dir, tmp_path, *SHORT_RUN, with_callback("SignalAt", step=during_step, signum=int(signum))))
+        main(fit_args(mnist_dir, tmp_path, *SHORT_RUN, with_callback(SignalAt, step=during_step, signum=int(signum))))
     run_dir = tmp_path / "lightning_logs" / "version_0"
     last = run_dir / "checkpoints" / "last.ckpt"
     checkpoint = torch.load(last, map_location="cpu", weights_only=True)
@@ -163,7 +162,7 @@ def test_a_second_ctrl_c_stops_at_once_and_saves_nothing_mid_step(mnist_dir: Pat
     handler = signal.getsignal(signal.SIGINT)
     try:
         with pytest.raises(SystemExit) as exit_info:  # Lightning's exit after a KeyboardInterrupt
-            twice = with_callback("SignalAt", step=6, signum=int(signal.SIGINT), times=2)
+            twice = with_callback(SignalAt, step=6, signum=int(signal.SIGINT), times=2)
             main(fit_args(mnist_dir, tmp_path, *SHORT_RUN, twice))
     finally:
         signal.signal(signal.SIGINT, handler)
@@ -176,7 +175,7 @@ def test_a_crash_in_a_later_epoch_keeps_the_epoch_end_checkpoint_which_resumes_e
     reference_run: dict[str, Any], mnist_dir: Path, tmp_path: Path
 ) -> None:
     with pytest.raises(RuntimeError, match="simulated crash"):
-        main(fit_args(mnist_dir, tmp_path, *SHORT_RUN, with_callback("CrashAt", step=9)))
+        main(fit_args(mnist_dir, tmp_path, *SHORT_RUN, with_callback(CrashAt, step=9)))
     last = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
     assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 8  # end of epoch 1
 
@@ -219,7 +218,7 @@ def test_the_loader_resumes_mid_epoch_at_the_next_batch_and_starts_later_epochs_
 def test_the_same_seed_gives_identical_losses_and_another_seed_different_ones(
     reference_run: dict[str, Any], mnist_dir: Path, tmp_path: Path
 ) -> None:
-    one_epoch = [*SHORT_RUN, "--trainer.max_epochs=1", with_callback("StepLosses")]
+    one_epoch = [*SHORT_RUN, "--trainer.max_epochs=1", with_callback(StepLosses)]
     same = main(fit_args(mnist_dir, tmp_path / "same", *one_epoch))
     other = main(fit_args(mnist_dir, tmp_path / "other", *one_epoch, "--seed_everything=1"))
 
@@ -252,7 +251,6 @@ def test_a_diverging_run_stops_naming_the_step_and_cause_and_keeps_the_last_good
 def test_skip_mode_drops_a_non_finite_step_with_a_warning_and_trains_on(mnist_dir: Path, tmp_path: Path) -> None:
     callbacks = [
         {"class_path": "vae_lightning.callbacks.NonFiniteLossGuard", "init_args": {"action": "skip"}},
-        {"class_path": "vae_lightning.callbacks.GradientDiagnostics"},
         {"class_path": f"{__name__}.PoisonBatchAt", "init_args": {"step": 2}},
     ]
     with warnings.catch_warnings(record=True) as caught:
@@ -444,7 +442,7 @@ def test_memory_stays_flat_over_a_30_epoch_run(mnist_dir: Path, tmp_path: Path) 
             "--trainer.limit_train_batches=20",
             "--trainer.limit_val_batches=5",
             "--trainer.log_every_n_steps=5",
-            with_callback("ResidentMemory"),
+            with_callback(ResidentMemory),
         )
     )
     memory = find_callback(cli, ResidentMemory)

@@ -10,10 +10,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from helpers.runs import cpu_run_args, run_command
 
-from conftest import cpu_run_args, run_command
 from vae_lightning.cli import run_cli
-from vae_lightning.errors import TRACEBACK_ENV, DataNotFoundError, run_reporting_user_errors
+from vae_lightning.runtime.errors import (
+    TRACEBACK_ENV,
+    DataNotFoundError,
+    run_reporting_user_errors,
+)
 
 TRACEBACK = "Traceback (most recent call last)"
 
@@ -25,7 +29,7 @@ DIVERGING_RUN = [
     "--trainer.limit_val_batches=2",
     "--trainer.num_sanity_val_steps=0",
     "--data.batch_size=32",
-    "--trainer.callbacks.refresh_rate=0",
+    "--progress_bar.refresh_rate=0",
     "--model.optimizer.init_args.lr=1.0",
     "--trainer.gradient_clip_val=null",
 ]

@@ -14,7 +14,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
-from vae_lightning.errors import NonFiniteLossError
+from vae_lightning.runtime.errors import NonFiniteLossError
 
 
 def _last_checkpoint(trainer: Trainer) -> str | None:

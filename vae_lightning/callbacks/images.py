@@ -9,8 +9,12 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
-from vae_lightning.callbacks.schedule import checked_every_n_epochs, due_after_validation, tensorboard_writers
-from vae_lightning.images import grid_rows, image_grid
+from vae_lightning.callbacks.schedule import (
+    checked_every_n_epochs,
+    due_after_validation,
+    tensorboard_writers,
+)
+from vae_lightning.pictures.grids import grid_rows, image_grid
 
 
 def _log_image(trainer: Trainer, tag: str, grid: Tensor) -> None:

@@ -19,7 +19,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torchvision.utils import save_image
 
-from vae_lightning.images import grid_rows, save_image_grid
+from vae_lightning.pictures.grids import grid_rows, save_image_grid
 
 Kind = Literal["samples", "inputs", "reconstructions"]
 KINDS: tuple[str, ...] = ("samples", "inputs", "reconstructions")

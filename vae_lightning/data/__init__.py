@@ -3,7 +3,7 @@
 from vae_lightning.data.datamodule import ImageDataModule, train_val_split
 from vae_lightning.data.loader import TensorBatchLoader, to_pixels
 from vae_lightning.data.sources import DatasetName
-from vae_lightning.errors import CorruptDataError, DataNotFoundError
+from vae_lightning.runtime.errors import CorruptDataError, DataNotFoundError
 
 __all__ = [
     "CorruptDataError",

@@ -17,10 +17,17 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
-from vae_lightning.corruption import binarize as binarized, seeded_generator
+from vae_lightning.corruption import binarize as binarized
+from vae_lightning.corruption import seeded_generator
 from vae_lightning.data.loader import PixelBatch, TensorBatchLoader, to_pixels
-from vae_lightning.data.sources import DatasetName, ImageShape, download_split, image_shape, read_split
-from vae_lightning.errors import UserError
+from vae_lightning.data.sources import (
+    DatasetName,
+    ImageShape,
+    download_split,
+    image_shape,
+    read_split,
+)
+from vae_lightning.runtime.errors import UserError
 
 
 def train_val_split(num_images: int, val_size: int, seed: int) -> tuple[Tensor, Tensor]:

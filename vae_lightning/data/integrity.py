@@ -17,7 +17,7 @@ import struct
 from functools import lru_cache
 from pathlib import Path
 
-from vae_lightning.errors import CorruptDataError
+from vae_lightning.runtime.errors import CorruptDataError
 
 #: MD5 sums of the uncompressed IDX files per dataset folder: those of
 #: ``../shared/data/MNIST/MD5SUMS`` (the originals, as torchvision extracts them).

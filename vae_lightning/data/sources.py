@@ -28,7 +28,7 @@ from torchvision import datasets
 from torchvision.transforms.v2 import functional as TF
 
 from vae_lightning.data.integrity import verify_raw_files
-from vae_lightning.errors import CorruptDataError, DataNotFoundError, UserError
+from vae_lightning.runtime.errors import CorruptDataError, DataNotFoundError, UserError
 
 DatasetName = Literal["mnist", "fashion_mnist", "kmnist", "cifar10", "image_folder"]
 ImageShape = tuple[int, int, int]

@@ -7,22 +7,28 @@ from __future__ import annotations
 import math
 import statistics
 from pathlib import Path
+from typing import Any
 
 import matplotlib
+import numpy as np
+import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files only; no display needed (and none on a server)
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from vae_lightning.experiments.results import GRAD_TAGS, SettingResult, TrialResult  # noqa: E402
-from vae_lightning.experiments.spec import setting_label, short_key  # noqa: E402
-from vae_lightning.images import grid_rows, image_grid  # noqa: E402
-from vae_lightning.module import VAEModule  # noqa: E402
+from vae_lightning.experiments.results import GRAD_TAGS, SettingResult, TrialResult
+from vae_lightning.experiments.spec import setting_label, short_key
+from vae_lightning.module import VAEModule
+from vae_lightning.pictures import grid_rows, image_grid
 
 
-def _by_setting(ax: plt.Axes, settings: list[SettingResult]) -> np.ndarray:
+def _figure(width: float, height: float, rows: int = 1, columns: int = 1) -> tuple[Figure, Any]:
+    """A figure with its axes, drawn without pyplot (no global state, no display), as every
+    picture of the project is."""
+    fig = Figure(figsize=(width, height))
+    return fig, fig.subplots(rows, columns, squeeze=rows == columns == 1)
+
+
+def _by_setting(ax: Axes, settings: list[SettingResult]) -> np.ndarray:
     """Settings along x, named by the varied option (or "setting" for several)."""
     keys = list(settings[0].setting) if settings else []
     ax.set_xticks(range(len(settings)), [s.label for s in settings], rotation=30 if len(settings) > 8 else 0)
@@ -30,23 +36,22 @@ def _by_setting(ax: plt.Axes, settings: list[SettingResult]) -> np.ndarray:
     return np.arange(len(settings))
 
 
-def _save(fig: plt.Figure, path: Path, empty: str | None = None) -> Path:
+def _save(fig: Figure, path: Path, empty: str | None = None) -> Path:
     """Write the figure; ``empty`` says, in place of the plot, why there is nothing to show."""
     if empty is not None:
         fig.axes[0].text(0.5, 0.5, empty, ha="center", va="center", transform=fig.axes[0].transAxes)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
 def plot_val_curves(settings: list[SettingResult], title: str, path: Path) -> Path:
     """Validation loss per epoch: the mean over seeds per setting, a band from lowest to highest."""
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = _figure(8, 4.5)
     ax.set(title=f"{title}: validation loss per epoch\n(mean over seeds, band: min-max)", xlabel="epoch", ylabel="val loss (RL + KL)")
     drawn = [s for s in settings if any(t.val_curve for t in s.completed)]
-    for color, setting in zip(plt.get_cmap("viridis")(np.linspace(0, 1, max(len(drawn), 1))), drawn):
+    for color, setting in zip(matplotlib.colormaps["viridis"](np.linspace(0, 1, max(len(drawn), 1))), drawn):
         curves = [t.val_curve for t in setting.completed if t.val_curve]
         values = np.array([c[: min(map(len, curves))] for c in curves])
         epochs = np.arange(1, values.shape[1] + 1)
@@ -60,7 +65,7 @@ def plot_val_curves(settings: list[SettingResult], title: str, path: Path) -> Pa
 def plot_final_loss(settings: list[SettingResult], title: str, path: Path) -> Path:
     """Final validation loss per setting: mean ± std over seeds, each seed a dot, the best ringed,
     failed runs marked at the top."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = _figure(7, 4.5)
     ax.set(title=f"{title}: final validation loss per setting", ylabel="final validation loss")
     x = _by_setting(ax, settings)
     means = np.array([s.mean("val_loss") for s in settings], dtype=float)
@@ -85,7 +90,7 @@ def plot_latent_ranges(settings: list[SettingResult], title: str, path: Path, ma
     mean ± std, a dot at the mean."""
     keys = {k for s in settings for t in s.completed for k in t.latent}
     dims = min(sum(f"mu{i}_min" in keys for i in range(1, len(keys) + 1)), max_dims)
-    fig, axes = plt.subplots(2, max(dims, 1), figsize=(3.6 * max(dims, 1), 6.5), squeeze=False)
+    fig, axes = _figure(3.6 * max(dims, 1), 6.5, rows=2, columns=max(dims, 1))
     fig.suptitle(f"{title}: value ranges of mu and sigma per latent dimension\n"
                  "(posterior mean and std on the validation set, averaged over seeds)", fontsize=10)
     for row, name in enumerate(("mu", "sigma")):
@@ -109,7 +114,7 @@ def plot_latent_ranges(settings: list[SettingResult], title: str, path: Path, ma
 def plot_grad_norms(settings: list[SettingResult], title: str, path: Path) -> Path:
     """The global gradient norm before and after clipping per setting: the median over all logged
     steps of all seeds, a bar from the 10th to the 90th percentile."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = _figure(7, 4.5)
     ax.set(title=f"{title}: gradient norm before and after clipping", ylabel="global gradient L2 norm per step")
     x = _by_setting(ax, settings)
     for offset, tag, label, color in ((-0.12, GRAD_TAGS[0], "before clipping", "C3"), (0.12, GRAD_TAGS[1], "after clipping", "C0")):
@@ -126,7 +131,7 @@ def plot_grad_norms(settings: list[SettingResult], title: str, path: Path) -> Pa
 
 def plot_best_samples(trial: TrialResult | None, title: str, path: Path, num_images: int = 64, seed: int = 0) -> Path:
     """Images decoded from z ~ N(0, I) by the best trial's last checkpoint (the report's Figure 4)."""
-    fig, ax = plt.subplots(figsize=(6, 6.4))
+    fig, ax = _figure(6, 6.4)
     ax.set_axis_off()
     ax.set_title(f"{title}: samples from the best model")
     checkpoint = trial.run_dir / "checkpoints" / "last.ckpt" if trial is not None and trial.run_dir is not None else None

@@ -9,7 +9,12 @@ from pathlib import Path
 import optuna
 
 from vae_lightning.experiments import figures
-from vae_lightning.experiments.results import SettingResult, best_setting, best_trial, collect
+from vae_lightning.experiments.results import (
+    SettingResult,
+    best_setting,
+    best_trial,
+    collect,
+)
 from vae_lightning.experiments.spec import Experiment
 
 

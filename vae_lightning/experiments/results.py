@@ -4,7 +4,6 @@ curves from its TensorBoard events, and the posterior's value ranges on the vali
 
 from __future__ import annotations
 
-import inspect
 import math
 import statistics
 from dataclasses import dataclass, field
@@ -14,13 +13,11 @@ from typing import Any
 import optuna
 import torch
 from optuna.trial import FrozenTrial
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from vae_lightning.data import ImageDataModule
 from vae_lightning.experiments.spec import Experiment, setting_label
 from vae_lightning.experiments.study import SEED, is_result
 from vae_lightning.latent import latent_statistics
-from vae_lightning.module import VAEModule
+from vae_lightning.runs import load_run, read_scalars
 
 #: Gradient-norm scalars (logged by the gradient diagnostics when enabled).
 GRAD_TAGS = ("grad/norm_before_clip", "grad/norm_after_clip")
@@ -74,15 +71,12 @@ class SettingResult:
 
 
 def latent_ranges_from_checkpoint(checkpoint: Path) -> dict[str, float]:
-    """``latent_statistics`` of q(z|x) over the run's validation split (its datamodule rebuilt from
-    the hyperparameters stored in the checkpoint)."""
-    model = VAEModule.load_from_checkpoint(checkpoint, map_location="cpu").eval()
-    hparams = torch.load(checkpoint, map_location="cpu", weights_only=True).get("datamodule_hyper_parameters", {})
-    accepted = inspect.signature(ImageDataModule).parameters  # not LightningCLI's own entries
-    data = ImageDataModule(**{**{k: v for k, v in hparams.items() if k in accepted}, "data_on_device": False})
+    """``latent_statistics`` of q(z|x) over the run's validation split (model and data rebuilt
+    from the checkpoint)."""
+    model, data = load_run(checkpoint)
     data.setup("validate")
     with torch.no_grad():
-        mu, logvar = map(torch.cat, zip(*(model.network.encode(x) for x, _ in data.val_dataloader())))  # x: (B, C, H, W)
+        mu, logvar = map(torch.cat, zip(*(model.encode(x) for x, _ in data.val_dataloader())))  # x: (B, C, H, W)
     return {name: float(value) for name, value in latent_statistics(mu, logvar).items()}
 
 
@@ -98,10 +92,9 @@ def trial_result(experiment: Experiment, trial: FrozenTrial, read_logs: bool = T
         **{name: attrs[name] for name in ("val_loss", "val_rl", "val_kl", "epochs", "wall_time_s", "fail_reason") if name in attrs},
     )
     if read_logs and result.run_dir is not None and result.run_dir.is_dir():
-        events = EventAccumulator(str(result.run_dir), size_guidance={"scalars": 0})
-        events.Reload()
-        tags = sorted(events.Tags()["scalars"], key=lambda tag: not tag.endswith("_step"))  # a per-step tag, unless logged plainly
-        scalars = {tag.removesuffix("_step"): [e.value for e in sorted(events.Scalars(tag), key=lambda e: e.step)] for tag in tags}
+        logged = read_scalars(result.run_dir)
+        tags = sorted(logged, key=lambda tag: not tag.endswith("_step"))  # a per-step tag, unless logged plainly
+        scalars = {tag.removesuffix("_step"): logged[tag] for tag in tags}
         result.val_curve = scalars.get("val/loss", [])
         result.grad_norms = {tag: scalars[tag] for tag in GRAD_TAGS if tag in scalars}
         result.latent = {tag.removeprefix("latent/"): values[-1] for tag, values in scalars.items() if tag.startswith("latent/") and values}

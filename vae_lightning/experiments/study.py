@@ -34,14 +34,24 @@ import sqlalchemy.exc
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from optuna.exceptions import ExperimentalWarning
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
+from optuna.storages import (
+    RDBStorage,
+    RetryHeartbeatStaleTrialCallback,
+    fail_stale_trials,
+)
 from optuna.trial import FrozenTrial, Trial, TrialState
 from optuna_integration import PyTorchLightningPruningCallback
 from tqdm import tqdm
 
 from vae_lightning.cli import main
-from vae_lightning.errors import NonFiniteLossError, UserError
-from vae_lightning.experiments.spec import Experiment, ExperimentError, Range, format_value, short_key
+from vae_lightning.experiments.spec import (
+    Experiment,
+    ExperimentError,
+    Range,
+    format_value,
+    short_key,
+)
+from vae_lightning.runtime.errors import NonFiniteLossError, UserError
 
 #: The trial's seed: a user attribute of every trial, and the grid's last parameter.
 SEED = "seed"
@@ -125,9 +135,14 @@ def trial_args(experiment: Experiment, setting: dict[str, Any], seed: int, fast:
     args += [f"--trainer.max_epochs={limits.epochs if limits else experiment.epochs}"]
     if limits:
         args += [f"--trainer.limit_train_batches={limits.limit_train_batches}", f"--trainer.limit_val_batches={limits.limit_val_batches}"]
-    logger = "--trainer.logger.init_args"
-    return args + [f"{logger}.save_dir={experiment.run_dir(fast)}", f"{logger}.name=trials", f"{logger}.version={version}",
-                   f"{logger}.default_hp_metric=false"]
+    return args + [trial_logger(experiment.run_dir(fast), version)]
+
+
+def trial_logger(save_dir: Path | str, version: str) -> str:
+    """The trial's TensorBoard logger, ``<save_dir>/trials/<version>``, without Lightning's
+    placeholder ``hp_metric`` (the HParams tab shows the trial's ``hp/val_*``)."""
+    init_args = {"save_dir": str(save_dir), "name": "trials", "version": version, "default_hp_metric": False}
+    return f"--trainer.logger={json.dumps({'class_path': 'lightning.pytorch.loggers.TensorBoardLogger', 'init_args': init_args})}"
 
 
 @contextlib.contextmanager
@@ -215,7 +230,7 @@ class Sweep:
             with tempfile.TemporaryDirectory() as scratch:
                 try:
                     with output_to(Path(scratch) / "log.txt"):
-                        main([*args, f"--trainer.logger.init_args.save_dir={scratch}"], run=False)
+                        main([*args, trial_logger(scratch, "check")], run=False)
                 except SystemExit:
                     detail = "\n".join((Path(scratch) / "log.txt").read_text().strip().splitlines()[-3:])
                     raise ExperimentError(f"the CLI refuses the options of this experiment ({' '.join(args)}):\n{detail}\n"

@@ -1,4 +1,4 @@
-"""What ``VAEModule`` needs of a network, and the report's Gaussian posterior as its default.
+"""What ``VAEModule`` needs of a network, and a base class that gives it the common parts.
 
 A network is a plain ``nn.Module`` with:
 
@@ -9,9 +9,11 @@ A network is a plain ``nn.Module`` with:
   the likelihood's link (a sigmoid for the default likelihood), so a Bernoulli likelihood can
   use them directly.
 
-Subclassing :class:`VAENetwork` adds ``image_shape`` (linked from the data by the CLI), the
-reparameterization and the KL term, and the ``deterministic`` option that turns any network
-into a plain autoencoder. A network that does not subclass it gets the Gaussian ones.
+The module draws z = mu + sigma * eps and scores the KL term itself (``vae_lightning.latent``,
+``vae_lightning.losses``), so a network only encodes and decodes. Subclassing :class:`VAENetwork`
+adds ``image_shape`` (linked from the data by the CLI) and the ``deterministic`` option that turns
+any network into a plain autoencoder (log sigma^2 = -inf: z = mu and no KL term);
+:func:`check_network` is the one place that states what a network must have.
 """
 
 from __future__ import annotations
@@ -19,9 +21,6 @@ from __future__ import annotations
 from typing import Any
 
 from torch import Tensor, nn
-
-from vae_lightning.latent import reparameterize
-from vae_lightning.losses import kl_divergence
 
 #: Images as (channels, height, width), e.g. (1, 28, 28) for MNIST or (3, 32, 32) for CIFAR-10.
 ImageShape = tuple[int, int, int]
@@ -36,7 +35,8 @@ class VAENetwork(nn.Module):
         image_shape: (channels, height, width) of the images; set from the data by the CLI.
         latent_dim: size of z, d (2 in the report's figures).
         deterministic: a plain autoencoder: z = mu, no KL term and no log-variance head. Its
-            posterior is a point mass, so ``encode`` returns log sigma^2 = -inf.
+            posterior is a point mass, so ``encode`` returns log sigma^2 = -inf
+            (:meth:`point_mass_logvar`).
     """
 
     def __init__(self, image_shape: ImageShape = (1, 28, 28), latent_dim: int = 2, deterministic: bool = False) -> None:
@@ -56,18 +56,6 @@ class VAENetwork(nn.Module):
     def decode(self, z: Tensor) -> Tensor:
         """Logits (..., C, H, W) of p(x|z) for latent codes (..., d)."""
         raise NotImplementedError
-
-    def reparameterize(self, mu: Tensor, logvar: Tensor, samples: int = 1) -> Tensor:
-        """``samples`` draws of z, (samples, B, d); for a deterministic network the one code z = mu."""
-        if self.deterministic:
-            return mu.unsqueeze(0)
-        return reparameterize(mu, logvar, samples)
-
-    def kl_divergence(self, mu: Tensor, logvar: Tensor) -> Tensor:
-        """The KL term of the loss: KL(q(z|x) || N(0, I)) per image, or 0 for a plain autoencoder."""
-        if self.deterministic:
-            return mu.new_zeros(())
-        return kl_divergence(mu, logvar)
 
     def point_mass_logvar(self, mu: Tensor) -> Tensor:
         """log sigma^2 of a deterministic encoder: -inf, sigma = 0."""

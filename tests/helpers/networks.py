@@ -1,5 +1,5 @@
 """Networks of a user's own, chosen only by their class path in YAML (``model.network.class_path:
-custom_network.TinyVAE``): one subclasses ``VAENetwork``, one is a plain ``nn.Module`` with the
+helpers.networks.TinyVAE``): one subclasses ``VAENetwork``, one is a plain ``nn.Module`` with the
 interface alone, and one lacks ``decode``."""
 
 from __future__ import annotations

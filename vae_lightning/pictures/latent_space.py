@@ -8,9 +8,11 @@
 - ``samples``: decoded draws from the prior N(0, I);
 - ``reconstructions``: images above their reconstructions (decoded posterior means).
 
-Each takes the ``VAEModule`` (its ``network.encode``, ``decode``, ``generate``) and images of any
-shape (B, C, H, W). The figures use ``matplotlib.figure.Figure`` directly (no pyplot state), so
-they can be drawn in a training process.
+Each takes the ``VAEModule`` (its ``encode``, ``decode``, ``generate``, ``reconstruct``) and
+images of any shape (B, C, H, W). The figures use ``matplotlib.figure.Figure`` directly (no pyplot
+state), so they can be drawn in a training process. TensorBoard gets the first three
+(``LatentSpaceFigures``; the image-grid callbacks already show samples and reconstructions),
+``python -m vae_lightning.explore`` writes all five as PNG files.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 from torch.distributions import Normal
 
-from vae_lightning.images import GRID_PADDING, grid_rows, image_grid
+from vae_lightning.pictures.grids import GRID_PADDING, grid_rows, image_grid
 
 FIGURE_NAMES = ("scatter", "manifold", "interpolations", "samples", "reconstructions")
 
@@ -47,7 +49,7 @@ def _cell_centres(count: int, side: int) -> list[float]:
 
 
 def _encode_means(module: Any, images: Tensor) -> Tensor:
-    return module.network.encode(images.to(module.device))[0]
+    return module.encode(images.to(module.device))[0]
 
 
 @torch.no_grad()
@@ -84,7 +86,7 @@ def scatter_figure(mu: Tensor, labels: Tensor) -> Figure:
 def manifold_figure(module: Any, steps: int = 20) -> Figure:
     """Images decoded from z on a ``steps`` x ``steps`` grid of N(0, 1) quantiles (5% to 95%);
     z_1 grows to the right, z_2 upwards. Only for a 2-D latent space."""
-    latent_dim = module.network.latent_dim
+    latent_dim = module.latent_dim
     if latent_dim != 2:
         raise ValueError(f"the decoded manifold needs latent_dim 2, this model has {latent_dim}")
     quantiles = Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, steps))
@@ -141,21 +143,27 @@ def reconstructions_figure(module: Any, images: Tensor, per_row: int = 8) -> Fig
 
 
 @torch.no_grad()
-def latent_figures(module: Any, images: Tensor, labels: Tensor, seed: int = 0) -> dict[str, Figure]:
-    """Every figure of this module for ``module`` on labelled ``images`` (N, C, H, W), keyed by
-    :data:`FIGURE_NAMES` (``manifold`` only for a 2-D latent space)."""
+def latent_figures(
+    module: Any, images: Tensor, labels: Tensor, seed: int = 0, names: tuple[str, ...] = FIGURE_NAMES
+) -> dict[str, Figure]:
+    """The figures ``names`` (of :data:`FIGURE_NAMES`; ``manifold`` only for a 2-D latent space)
+    of ``module`` on labelled ``images`` (N, C, H, W)."""
+    unknown = sorted(set(names) - set(FIGURE_NAMES))
+    if unknown:
+        raise ValueError(f"unknown figures {unknown}; choose from {list(FIGURE_NAMES)}")
     was_training = module.training
     module.eval()
-    mu = torch.cat([_encode_means(module, chunk).cpu() for chunk in images.split(1000)])
     generator = torch.Generator().manual_seed(seed)
     pairs = torch.randperm(len(images), generator=generator)[:16].view(2, -1)
-    figures = {"scatter": scatter_figure(mu, labels)}
-    if module.network.latent_dim == 2:
-        figures["manifold"] = manifold_figure(module)
-    figures["interpolations"] = interpolation_figure(
-        module, images[pairs[0]], images[pairs[1]], (labels[pairs[0]], labels[pairs[1]])
-    )
-    figures["samples"] = samples_figure(module, seed=seed)
-    figures["reconstructions"] = reconstructions_figure(module, images[:32])
+    draw = {
+        "scatter": lambda: scatter_figure(torch.cat([_encode_means(module, chunk).cpu() for chunk in images.split(1000)]), labels),
+        "manifold": lambda: manifold_figure(module),
+        "interpolations": lambda: interpolation_figure(
+            module, images[pairs[0]], images[pairs[1]], (labels[pairs[0]], labels[pairs[1]])
+        ),
+        "samples": lambda: samples_figure(module, seed=seed),
+        "reconstructions": lambda: reconstructions_figure(module, images[:32]),
+    }
+    figures = {name: draw[name]() for name in names if name != "manifold" or module.latent_dim == 2}
     module.train(was_training)
     return figures

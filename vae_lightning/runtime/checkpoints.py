@@ -18,9 +18,18 @@ import torch
 from jsonargparse import Namespace
 from torch import nn
 
-from vae_lightning.errors import CheckpointError
+from vae_lightning.runtime.errors import CheckpointError
 
 _EXAMPLE = "lightning_logs/version_0/checkpoints/last.ckpt"
+
+
+#: The network's input shape as a checkpoint's settings name it.
+LINKED_SETTING = "network.image_shape"
+
+
+def names_a_local_file(ckpt_path: Any) -> bool:
+    """Whether ``ckpt_path`` is a path to read here, not ``last``/``best``/``hpc`` or a remote URL."""
+    return ckpt_path is not None and ckpt_path not in ("last", "best", "hpc") and "://" not in str(ckpt_path)
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -46,6 +55,31 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             f"Pass a .ckpt file written by training, e.g. {_EXAMPLE}."
         )
     return dict(checkpoint)
+
+
+def checkpoint_error(path: str | Path, err: Exception, overrides: list[str]) -> Exception:
+    """What went wrong when Lightning's ``load_from_checkpoint`` failed on ``path``: a
+    ``CheckpointError`` naming the file's problem (missing, not a checkpoint, weights of another
+    shape), or ``err`` itself when the file is not the cause. The file is read again only here,
+    on the way to an error."""
+    local = names_a_local_file(path)
+    if local:
+        try:
+            saved = read_checkpoint(path).get("hyper_parameters") or {}
+        except CheckpointError as problem:
+            return problem
+    if not isinstance(err, RuntimeError):
+        return err
+    details = " ".join(line.strip() for line in str(err).splitlines()[1:4])
+    fix = (
+        "Load it without overriding its architecture."
+        if not local or "network" in saved
+        else "Its module was built in Python, not by the CLI, so the checkpoint does not describe "
+        "the network: pass it again, load_from_checkpoint(path, network=...)."
+    )
+    return CheckpointError(
+        f"checkpoint {path} does not fit the model built from its settings with the overrides {overrides}: {details} {fix}"
+    )
 
 
 def architecture_mismatch(checkpoint: Mapping[str, Any], model: nn.Module) -> str | None:
@@ -100,15 +134,42 @@ def differing_settings(saved: Mapping[str, Any], configured: Mapping[str, Any] |
     ]
 
 
-def check_checkpoint(path: str | Path, model: nn.Module, checkpoint: Mapping[str, Any] | None = None) -> None:
-    """Raise ``CheckpointError`` unless ``path`` is a readable checkpoint whose weights fit ``model``;
-    ``checkpoint`` is its contents when already read (``read_checkpoint``)."""
-    mismatch = architecture_mismatch(checkpoint if checkpoint is not None else read_checkpoint(path), model)
-    if mismatch:
-        raise CheckpointError(
-            f"checkpoint {path} is for a different architecture than the configured model ({mismatch}). "
-            f"Run with the configuration it was trained with: --config <its run folder>/config.yaml."
-        )
+class CheckpointGate:
+    """``--ckpt_path`` checked before Lightning touches it, the file read once: when the arguments
+    are parsed (the settings it holds replace the configured ones, :meth:`differing_settings` says
+    which differ), then against the model built from them (:meth:`resolve`).
+
+    Args:
+        ckpt_path: the command line's ``--ckpt_path``: a local file (read here; ``CheckpointError``
+            when it cannot be), ``last`` (the newest ``last.ckpt`` of the experiment), another of
+            Lightning's names or a remote URL (left to Lightning), or ``None``.
+    """
+
+    def __init__(self, ckpt_path: str | Path | None) -> None:
+        self.path = ckpt_path
+        self.contents = read_checkpoint(ckpt_path) if names_a_local_file(ckpt_path) else None
+
+    def differing_settings(self, configured: Mapping[str, Any] | Namespace) -> list[str]:
+        """The model settings the checkpoint holds that differ from ``configured``, the network's
+        input shape aside (set from the data when the classes are built, so not yet configured)."""
+        if self.contents is None:
+            return []
+        saved = self.contents.get("hyper_parameters") or {}
+        return [s for s in differing_settings(saved, configured) if not s.startswith(f"{LINKED_SETTING}=")]
+
+    def resolve(self, model: nn.Module, log_root: str | Path | None) -> str | Path | None:
+        """The checkpoint to start from: ``last`` as the newest ``last.ckpt`` under ``log_root``
+        (``<logger save_dir>/<name>``; left as ``last`` when there is none), a local file once its
+        weights are checked against ``model`` (``CheckpointError`` when they do not fit)."""
+        if self.path == "last":
+            found = newest_last_checkpoint(log_root) if log_root else None
+            return str(found) if found is not None else self.path
+        if self.contents is not None and (mismatch := architecture_mismatch(self.contents, model)):
+            raise CheckpointError(
+                f"checkpoint {self.path} is for a different architecture than the configured model ({mismatch}). "
+                f"Run with the configuration it was trained with: --config <its run folder>/config.yaml."
+            )
+        return self.path
 
 
 def newest_last_checkpoint(log_root: str | Path) -> Path | None:

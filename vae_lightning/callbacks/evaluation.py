@@ -11,7 +11,7 @@ L_1 is the ELBO, L_K grows with K and tends to log p(x). Burda et al. report L_5
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -25,15 +25,12 @@ from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMe
 from vae_lightning.corruption import add_noise, seeded_generator
 from vae_lightning.latent import posterior_std
 
-LogLikelihoodFn = Callable[[Tensor, Tensor], Tensor]  # (x (B, C, H, W), logits (n, B, C, H, W)) -> (n, B)
-
 
 @torch.no_grad()
 def iwae_bounds(
-    network: nn.Module,
+    module: Any,
     x: Tensor,
     ks: Sequence[int],
-    log_likelihood_fn: LogLikelihoodFn,
     chunk_size: int = 64,
     generator: torch.Generator | None = None,
 ) -> dict[int, Tensor]:
@@ -44,10 +41,9 @@ def iwae_bounds(
     stays at chunk_size x B x D whatever K is.
 
     Args:
-        network: its ``encode`` gives q(z|x), its ``decode`` the logits of p(x|z).
+        module: the ``VAEModule``: its ``encode`` gives q(z|x), its ``log_likelihood`` log p(x|z).
         x: images as the model sees them, (B, C, H, W).
         ks: numbers of importance samples, each >= 1.
-        log_likelihood_fn: log p(x|z) per image from ``(x, logits)``.
         chunk_size: samples of z decoded at once.
         generator: seeds the draws of z (on the CPU), for repeatable estimates.
 
@@ -58,7 +54,7 @@ def iwae_bounds(
         raise ValueError(f"iwae_samples must be a non-empty list of sample counts >= 1, got {list(ks)}")
     if chunk_size < 1:
         raise ValueError(f"iwae_chunk_size must be at least 1, got {chunk_size}")
-    mu, logvar = network.encode(x)
+    mu, logvar = module.encode(x)
     posterior = Normal(mu, posterior_std(logvar))
     prior = Normal(torch.zeros_like(mu), torch.ones_like(mu))
     k_max = max(ks)
@@ -68,7 +64,7 @@ def iwae_bounds(
         eps = torch.randn((n, *mu.shape), generator=generator).to(mu)
         z = posterior.loc + posterior.scale * eps  # (n, B, d)
         log_w = (
-            log_likelihood_fn(x, network.decode(z))
+            module.log_likelihood(x, z)
             + prior.log_prob(z).sum(dim=-1)
             - posterior.log_prob(z).sum(dim=-1)
         )  # (n, B)
@@ -135,26 +131,31 @@ class Evaluator(Callback):
 
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.metrics.to(pl_module.device)
-        if self.iwae_samples and getattr(pl_module.network, "deterministic", False):
-            rank_zero_info("Evaluator: a deterministic network has no posterior to sample; no test/iwae_k* bounds")
+        self._samples_posterior: bool | None = None  # known from the first batch
 
     @torch.no_grad()
     def on_test_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
         x = batch[0]
-        network = pl_module.network
-        if self.iwae_samples and not getattr(network, "deterministic", False):
-            bounds = iwae_bounds(
-                network, x, self.iwae_samples, pl_module.likelihood.log_likelihood, self.iwae_chunk_size,
-                torch.Generator().manual_seed(batch_idx),
-            )
+        if self._samples_posterior is None:
+            self._samples_posterior = bool(self.iwae_samples) and self._has_posterior(pl_module, x)
+        if self._samples_posterior:
+            bounds = iwae_bounds(pl_module, x, self.iwae_samples, self.iwae_chunk_size, torch.Generator().manual_seed(batch_idx))
             pl_module.log_dict({f"test/iwae_k{k}": b.mean() for k, b in bounds.items()}, batch_size=x.shape[0], sync_dist=True)
         self._update("reconstruction", pl_module.reconstruct(x), x)
         if self.denoise_std > 0:
             noisy = add_noise(x, self.denoise_std, seeded_generator(2 * batch_idx + 1, x.device))
             self._update("denoising", pl_module.reconstruct(noisy), x)
             self._update("noisy_input", noisy, x)
+
+    @staticmethod
+    def _has_posterior(pl_module: LightningModule, x: Tensor) -> bool:
+        """Whether q(z|x) can be sampled: not for a deterministic encoder (sigma = 0, a point mass)."""
+        if torch.isneginf(pl_module.encode(x[:1])[1]).all():
+            rank_zero_info("Evaluator: a deterministic network has no posterior to sample; no test/iwae_k* bounds")
+            return False
+        return True
 
     def _update(self, name: str, predicted: Tensor, target: Tensor) -> None:
         """Feed images to one metric collection, the prediction clamped to the pixel range [0, 1]."""
