@@ -10,10 +10,15 @@ usage() { echo "usage: $0 start|stop FOLDER" >&2; exit 2; }
 action=$1
 folder=$(realpath -m "$2")
 socket="unix://$folder/docker.sock"
+[ "$folder" != / ] || usage
 
 case "$action" in
 start)
     command -v dockerd > /dev/null || { echo "$0: dockerd is missing (Debian package docker.io)" >&2; exit 1; }
+    if [ -f "$folder/dockerd.pid" ] && kill -0 "$(cat "$folder/dockerd.pid")" 2> /dev/null; then
+        echo "$0: an engine already runs in $folder" >&2
+        exit 1
+    fi
     mkdir -p "$folder/data" "$folder/exec"
     # setsid: the engine outlives this script, in a session of its own, until `stop`
     setsid dockerd --data-root "$folder/data" --exec-root "$folder/exec" --host "$socket" \
@@ -31,6 +36,12 @@ start)
     exit 1
     ;;
 stop)
+    [ -d "$folder" ] || exit 0
+    rmdir "$folder" 2> /dev/null && exit 0  # empty: no engine was started in it
+    if [ ! -e "$folder/data" ] && [ ! -e "$folder/dockerd.pid" ]; then
+        echo "$0: $folder is not an engine's folder: left as it is" >&2
+        exit 1
+    fi
     if [ -f "$folder/dockerd.pid" ]; then
         pid=$(cat "$folder/dockerd.pid")
         # containers first, so that none outlives its engine
