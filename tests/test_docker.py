@@ -1,5 +1,5 @@
 """The Docker image: checked without an engine (lint, build context, entry point, command, compose),
-and built and run on a real one (the slow tests at the end: docs/docker.md, "Testing the image")."""
+and built and run on a real one (the slow tests at the end; docs/docker.md, "The image tested for real")."""
 
 from __future__ import annotations
 
@@ -298,9 +298,13 @@ def user() -> tuple[int, int]:
 
 
 @pytest.fixture(scope="module")
-def image(engine: str, user: tuple[int, int], tmp_path_factory: pytest.TempPathFactory) -> str:
+def base(engine: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    return docker_engine.base_image(tmp_path_factory.mktemp("docker"))
+
+
+@pytest.fixture(scope="module")
+def image(base: str, user: tuple[int, int]) -> str:
     """The project's image, built by the classic builder on the base with the run user's ids."""
-    base = docker_engine.base_image(tmp_path_factory.mktemp("docker"))
     uid, gid = user
     built = docker_engine.docker(
         "build", "--force-rm", "--network", "host", "--build-arg", f"BASE_IMAGE={base}", "--build-arg", f"UID={uid}",
@@ -314,6 +318,21 @@ def image(engine: str, user: tuple[int, int], tmp_path_factory: pytest.TempPathF
 def built_config(image: str) -> dict:
     """The built image's configuration (its Cmd, Entrypoint, User, ...), as the engine reports it."""
     return json.loads(docker_engine.docker("image", "inspect", "--format", "{{json .Config}}", image).stdout)
+
+
+PYTHON_FACTS = "import importlib.metadata as m, os; print(m.version('torch'), m.version('torchvision'), os.getuid(), os.getgid())"
+
+
+@pytest.mark.slow
+def test_the_image_keeps_the_bases_torch_and_runs_as_the_user_it_was_built_for(base: str, image: str, user) -> None:
+    on_base, on_image = (
+        docker_engine.run_container(["--network", "none", "--entrypoint", "python", name, "-c", PYTHON_FACTS], timeout=120)
+        for name in (base, image)
+    )
+    assert on_base.returncode == 0 and on_image.returncode == 0, on_base.stderr + on_image.stderr
+    assert on_image.stdout.split()[:2] == on_base.stdout.split()[:2]  # the Dockerfile's pip left torch, torchvision alone
+    assert tuple(map(int, on_image.stdout.split()[2:])) == user
+    assert built_config(image)["WorkingDir"] == only("WORKDIR")
 
 
 def logs_folder(tmp_path_factory: pytest.TempPathFactory, user: tuple[int, int]) -> Path:

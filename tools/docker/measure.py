@@ -64,9 +64,12 @@ def main(argv: list[str] | None = None) -> None:
                 raise SystemExit(f"the Docker tests failed (status {tests.returncode}): nothing written")
             base, image = size_bytes(standin_base.tag(), env), size_bytes(TEST_IMAGE, env)
         finally:
+            start = time.perf_counter()
             subprocess.run([str(ENGINE), "stop", str(engine_dir)], check=True)
+            engine_stop = time.perf_counter() - start
         steps = {"engine start": round(engine_start, 1)}
         steps.update((entry["step"], entry["seconds"]) for entry in map(json.loads, timings.read_text().splitlines()))
+        steps["engine stop, its data root removed"] = round(engine_stop, 1)
 
     base_steps = [seconds for step, seconds in steps.items() if step.startswith("stand-in base: ")]
     write_json(
