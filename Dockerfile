@@ -1,6 +1,8 @@
 # GPU training image: PyTorch with CUDA 12.8 and cuDNN 9 (NVIDIA driver 570 or newer), the
-# project on top. Build, train, predict: docs/docker.md.
-FROM pytorch/pytorch:2.9.1-cuda12.8-cudnn9-runtime
+# project on top. Build, train, predict: docs/docker.md. The base is a build argument so that the
+# same file builds on a locally made stand-in where no registry can be reached (tools/docker/).
+ARG BASE_IMAGE=pytorch/pytorch:2.9.1-cuda12.8-cudnn9-runtime
+FROM ${BASE_IMAGE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -9,11 +11,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 
 # Dependencies first, read from pyproject.toml alone, so that editing the code or the configs
-# does not reinstall them. The constraint keeps the base image's CUDA build of torch in place.
+# does not reinstall them. The constraints keep the base image's CUDA builds of torch and
+# torchvision in place; they pin the installed distributions' versions, which pip compares
+# (torch.__version__ may carry a +cu label that a wheel's metadata lacks).
 COPY pyproject.toml ./
 RUN python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" \
         > /tmp/requirements.txt \
-    && python -c "import torch; print('torch==' + torch.__version__)" > /tmp/constraints.txt \
+    && python -c "from importlib.metadata import version; print(*(f'{d}=={version(d)}' for d in ('torch', 'torchvision')), sep='\n')" \
+        > /tmp/constraints.txt \
     && python -m pip install --no-cache-dir -r /tmp/requirements.txt -c /tmp/constraints.txt \
     && rm /tmp/requirements.txt /tmp/constraints.txt
 

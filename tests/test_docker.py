@@ -1,21 +1,27 @@
-"""The Docker image, checked without a Docker engine: lint, build context, entry point, command, compose."""
+"""The Docker image: checked without an engine (lint, build context, entry point, command, compose),
+and built and run on a real one (the slow tests at the end; docs/docker.md, "The image tested for real")."""
 
 from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import shlex
 import shutil
 import subprocess
 import sys
+import time
+import tomllib
+import urllib.parse
+import urllib.request
 from pathlib import Path, PurePosixPath
 
+from helpers import docker_engine
 import pytest
-import tomllib
 import yaml
 
-from vae_lightning.callbacks import ImagePredictionWriter
 from vae_lightning.cli import main
+from vae_lightning.callbacks import ImagePredictionWriter
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO_ROOT / "Dockerfile"
@@ -85,11 +91,19 @@ def test_every_ignored_hadolint_rule_is_explained_in_a_comment() -> None:
             assert before.startswith("#") and "hadolint" not in before, f"line {number + 1}: say why the rule is ignored"
 
 
-def test_the_base_image_is_a_pinned_cuda_build_of_pytorch() -> None:
-    image, _, tag = only("FROM").partition(":")
+def build_arguments() -> dict[str, str]:
+    """The Dockerfile's ``ARG name=default`` pairs."""
+    return dict(args.partition("=")[::2] for key, args in instructions() if key == "ARG")
+
+
+def test_the_base_image_is_a_build_argument_whose_default_is_a_pinned_cuda_build_of_pytorch() -> None:
+    assert only("FROM") == "${BASE_IMAGE}"
+    default = build_arguments()["BASE_IMAGE"]
+    image, _, tag = default.partition(":")
     assert image == "pytorch/pytorch"
     version, cuda, cudnn, flavour = tag.split("-")
     assert version[0].isdigit() and cuda.startswith("cuda") and cudnn.startswith("cudnn") and flavour == "runtime"
+    assert f"`{default}`" in (REPO_ROOT / "docs" / "docker.md").read_text()
 
 
 def test_every_file_the_dockerfile_copies_is_in_the_build_context() -> None:
@@ -152,8 +166,8 @@ def test_the_command_config_parses_with_the_cli_and_trains_on_gpus(image_config:
 
 def test_the_volumes_are_where_the_command_reads_data_and_writes_runs(image_config: dict) -> None:
     workdir = PurePosixPath(only("WORKDIR"))
-    logger = image_config["trainer"]["logger"]["init_args"]
-    expected = {workdir / image_config["data"]["data_dir"], workdir / logger["save_dir"] / logger["name"]}
+    assert image_config["trainer"]["logger"] is True  # Lightning's TensorBoard logger: <default_root_dir>/lightning_logs
+    expected = {workdir / image_config["data"]["data_dir"], workdir / image_config["trainer"]["default_root_dir"] / "lightning_logs"}
     assert {PurePosixPath(v) for v in exec_form("VOLUME")} == expected
 
 
@@ -240,3 +254,221 @@ def test_the_documented_multi_gpu_and_multi_node_commands_parse_with_the_cli(
     trainers = [parsed(words, capsys)["trainer"] for words in commands]
     assert all(trainer["strategy"] == "ddp" and str(trainer["devices"]) == "4" for trainer in trainers)
     assert [trainer["num_nodes"] for trainer in trainers] == [1, 2, 2]
+
+
+def test_docker_compose_accepts_the_compose_file_and_rejects_a_broken_one(tmp_path: Path) -> None:
+    """Debian's docker-compose validates the file against the Compose specification's schema
+    (``docker-compose config`` needs no engine)."""
+    if not shutil.which("docker-compose"):
+        docker_engine.unavailable("docker-compose is missing: apt-get install docker-compose (.ci/run installs it)")
+    checked = subprocess.run(
+        ["docker-compose", "--file", "docker-compose.yml", "config"], capture_output=True, text=True, cwd=REPO_ROOT, timeout=60
+    )
+    assert checked.returncode == 0, checked.stderr
+    services = yaml.safe_load(checked.stdout)["services"]
+    assert services["train"]["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
+    assert services["tensorboard"]["ports"] == [{"published": 6006, "target": 6006}]
+
+    misspelt = (REPO_ROOT / "docker-compose.yml").read_text().replace("shm_size:", "shm_sise:")
+    (tmp_path / "docker-compose.yml").write_text(misspelt)
+    refused = subprocess.run(["docker-compose", "config"], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert refused.returncode != 0 and "shm_sise" in refused.stderr, refused.stderr
+
+
+# The image built and run on a real engine. Build context: the repository; base: the stand-in
+# (tools/docker/standin_base.py) unless VAE_LIGHTNING_DOCKER_BASE names another, e.g. the real one.
+# Every container runs on the CPU: the image's CMD with --trainer.accelerator cpu appended, and
+# nothing else of configs/gpu.yaml changed (bf16-mixed, batch 512, data on the device all work
+# on a CPU).
+
+TEST_IMAGE = "vae-lightning:test"
+DATA_VOLUME, LOGS_VOLUME = "/app/data", "/app/lightning_logs"
+ON_THE_CPU = ["--trainer.accelerator", "cpu"]
+SHORT_SCHEDULE = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "10", "--trainer.limit_val_batches", "2"]
+
+
+@pytest.fixture(scope="module")
+def engine() -> str:
+    return docker_engine.engine_version()
+
+
+@pytest.fixture(scope="module")
+def user() -> tuple[int, int]:
+    return docker_engine.run_user()
+
+
+@pytest.fixture(scope="module")
+def base(engine: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    return docker_engine.base_image(tmp_path_factory.mktemp("docker"))
+
+
+@pytest.fixture(scope="module")
+def image(base: str, user: tuple[int, int]) -> str:
+    """The project's image, built by the classic builder on the base with the run user's ids."""
+    uid, gid = user
+    built = docker_engine.docker(
+        "build", "--force-rm", "--network", "host", "--build-arg", f"BASE_IMAGE={base}", "--build-arg", f"UID={uid}",
+        "--build-arg", f"GID={gid}", "--tag", TEST_IMAGE, str(REPO_ROOT),
+        timeout=1800, step="docker build", env={**os.environ, "DOCKER_BUILDKIT": "0"},
+    )
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    return TEST_IMAGE
+
+
+def built_config(image: str) -> dict:
+    """The built image's configuration (its Cmd, Entrypoint, User, ...), as the engine reports it."""
+    return json.loads(docker_engine.docker("image", "inspect", "--format", "{{json .Config}}", image).stdout)
+
+
+PYTHON_FACTS = "import importlib.metadata as m, os; print(m.version('torch'), m.version('torchvision'), os.getuid(), os.getgid())"
+
+
+@pytest.mark.slow
+def test_the_image_keeps_the_bases_torch_and_runs_as_the_user_it_was_built_for(base: str, image: str, user) -> None:
+    on_base, on_image = (
+        docker_engine.run_container(["--network", "none", "--entrypoint", "python", name, "-c", PYTHON_FACTS], timeout=120)
+        for name in (base, image)
+    )
+    assert on_base.returncode == 0 and on_image.returncode == 0, on_base.stderr + on_image.stderr
+    assert on_image.stdout.split()[:2] == on_base.stdout.split()[:2]  # the Dockerfile's pip left torch, torchvision alone
+    assert tuple(map(int, on_image.stdout.split()[2:])) == user
+    assert built_config(image)["WorkingDir"] == only("WORKDIR")
+
+
+def logs_folder(tmp_path_factory: pytest.TempPathFactory, user: tuple[int, int]) -> Path:
+    """A folder to mount as the image's lightning_logs, owned by the image's user, as the user's
+    own ``mkdir -p lightning_logs`` is."""
+    folder = tmp_path_factory.mktemp("lightning_logs")
+    if os.getuid() == 0:
+        os.chown(folder, *user)
+    return folder
+
+
+def mounts(data: Path | None, logs: Path | None) -> list[str]:
+    return [
+        *(["--volume", f"{data}:{DATA_VOLUME}:ro"] if data else []),
+        *(["--volume", f"{logs}:{LOGS_VOLUME}"] if logs else []),
+    ]
+
+
+@pytest.fixture(scope="module")
+def trained(image: str, user: tuple[int, int], mnist_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The image's own CMD with a short schedule, no network, MNIST mounted read-only; returns
+    the run and the mounted lightning_logs folder."""
+    logs = logs_folder(tmp_path_factory, user)
+    command = built_config(image)["Cmd"]
+    run = docker_engine.run_container(
+        ["--network", "none", *mounts(mnist_dir, logs), image, *command, *ON_THE_CPU, *SHORT_SCHEDULE],
+        timeout=900, step="fit: the CMD, 10 batches of 512",
+    )
+    return run, logs
+
+
+@pytest.mark.slow
+def test_the_images_command_trains_on_the_cpu_into_the_mounted_folder_as_the_host_user(trained, user) -> None:
+    import torch
+
+    run, logs = trained
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    version = logs / "version_0"
+    assert (version / "config.yaml").is_file() and list(version.glob("events.out.tfevents.*"))
+    checkpoint = torch.load(version / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert checkpoint["epoch"] == 0 and checkpoint["global_step"] == 10
+    config = yaml.safe_load((version / "config.yaml").read_text())
+    assert config["trainer"]["accelerator"] == "cpu" and config["trainer"]["precision"] == "bf16-mixed"
+    assert config["data"]["batch_size"] == 512 and config["data"]["data_on_device"] is True  # configs/gpu.yaml
+    owners = {(path.stat().st_uid, path.stat().st_gid) for path in [logs, *logs.rglob("*")]}
+    assert owners == {user}, f"files in the mounted folder belong to {owners}, not to {user}"
+
+
+@pytest.mark.slow
+def test_the_documented_test_and_predict_commands_run_from_the_checkpoint_in_the_container(
+    trained, image: str, mnist_dir: Path, user: tuple[int, int]
+) -> None:
+    from PIL import Image
+
+    run, logs = trained
+    assert run.returncode == 0, "the training run failed"
+    documented = {words[0]: words for words in docs_commands(docs_section("Docker"), "vae-lightning", starting="docker run") if words}
+    tested = docker_engine.run_container(
+        ["--network", "none", *mounts(mnist_dir, logs), image, *documented["test"], *ON_THE_CPU, "--trainer.limit_test_batches", "2"],
+        timeout=600, step="test: 2 batches of 512",
+    )
+    assert tested.returncode == 0, tested.stderr[-3000:]
+    assert "test/loss" in tested.stdout and "test/iwae_k50" in tested.stdout
+    predicted = docker_engine.run_container(
+        ["--network", "none", *mounts(mnist_dir, logs), image, *documented["predict"], *ON_THE_CPU],
+        timeout=600, step="predict",
+    )
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    (predictions,) = logs.glob("version_*/predictions")
+    for kind in ("samples", "inputs", "reconstructions"):
+        with Image.open(predictions / f"{kind}.png") as picture:
+            assert picture.width > 28 * 7, f"{kind}.png is not a grid of digits"
+        assert (predictions / f"{kind}.png").stat().st_uid == user[0]
+
+
+@pytest.mark.slow
+def test_the_tensorboard_service_serves_the_runs_validation_loss_on_a_published_port(trained, image: str) -> None:
+    """docker-compose's tensorboard service (its entry point, command and read-only logs volume)
+    on a network of its own, its port published on the host's loopback interface; the run's
+    val/loss read from TensorBoard's data API is the one in the best checkpoint's name."""
+    run, logs = trained
+    assert run.returncode == 0, "the training run failed"
+    service = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())["services"]["tensorboard"]
+    entrypoint, *arguments = service["entrypoint"]
+    container_port = int(service["ports"][0].split(":")[-1])
+    port = docker_engine.free_port()
+    network, name = f"vae-lightning-test-{port}", f"vae-lightning-tensorboard-{port}"
+    assert docker_engine.docker("network", "create", network).returncode == 0
+    try:
+        started = docker_engine.docker(
+            "run", "--detach", "--rm", "--name", name, "--network", network, "--publish", f"127.0.0.1:{port}:{container_port}",
+            "--volume", f"{logs}:{LOGS_VOLUME}:ro", "--entrypoint", entrypoint, image, *arguments, *service["command"],
+        )
+        assert started.returncode == 0, started.stderr
+        start, tags = time.perf_counter(), {}
+        while "val/loss" not in tags.get("version_0", {}) and time.perf_counter() - start < 120:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/scalars/tags", timeout=5) as answer:
+                    tags = json.load(answer)
+            except OSError:
+                time.sleep(1)
+        docker_engine.record("tensorboard: until val/loss is served", time.perf_counter() - start)
+        assert "val/loss" in tags.get("version_0", {}), f"TensorBoard lists {tags}; its log:\n{docker_engine.docker('logs', name).stderr[-2000:]}"
+        query = urllib.parse.urlencode({"run": "version_0", "tag": "val/loss"})
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/scalars/scalars?{query}", timeout=10) as answer:
+            (wall_time, step, value), *_ = json.load(answer)
+        (best,) = (logs / "version_0" / "checkpoints").glob("best-*.ckpt")
+        assert f"val_loss{value:.2f}.ckpt" in best.name and step == 9
+    finally:
+        docker_engine.docker("rm", "--force", name)
+        docker_engine.docker("network", "rm", network)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ([], "error: could not download MNIST into data/MNIST/raw"),  # the CMD's config: download: true
+        (["--data.download", "false"], "error: MNIST not found: looked for its files in data/MNIST/raw"),
+    ],
+    ids=["download", "no-download"],
+)
+def test_without_data_or_network_the_command_stops_with_the_not_found_error(
+    image: str, extra: list[str], message: str, request: pytest.FixtureRequest
+) -> None:
+    command = built_config(image)["Cmd"]
+    run = docker_engine.run_container(
+        ["--network", "none", image, *command, *ON_THE_CPU, *extra], timeout=300, step=f"no data ({request.node.callspec.id})"
+    )
+    assert run.returncode == 2, run.stderr[-3000:]
+    assert message in run.stderr and "point --data.data_dir" in run.stderr.lower(), run.stderr[-3000:]
+    assert "Traceback" not in run.stdout + run.stderr
+
+
+@pytest.mark.slow
+def test_without_a_gpu_the_unchanged_command_says_there_is_none(image: str, mnist_dir: Path) -> None:
+    run = docker_engine.run_container(["--network", "none", *mounts(mnist_dir, None), image], timeout=300, step="no GPU: the CMD as it is")
+    assert run.returncode == 2 and "error: invalid configuration: No supported gpu backend found!" in run.stderr, run.stderr[-3000:]
+    assert "Traceback" not in run.stdout + run.stderr
