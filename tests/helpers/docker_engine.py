@@ -28,7 +28,7 @@ from typing import NoReturn
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 STANDIN_SCRIPT = REPO_ROOT / "tools" / "docker" / "standin_base.py"
 REQUIRED_ENV = "VAE_LIGHTNING_DOCKER_REQUIRED"
 BASE_ENV = "VAE_LIGHTNING_DOCKER_BASE"
