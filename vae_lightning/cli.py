@@ -37,6 +37,7 @@ CALLBACK_SECTIONS = {
     "latent_figures": callbacks.LatentSpaceFigures,
     "gradient_diagnostics": callbacks.GradientDiagnostics,
     "latent_diagnostics": callbacks.LatentDiagnostics,
+    "sample_quality": callbacks.SampleQualityMonitor,
     "progress_bar": TQDMProgressBar,
     "evaluation": callbacks.Evaluator,  # acts in `test` only
     "prediction": callbacks.ImagePredictionWriter,  # acts in `predict` only

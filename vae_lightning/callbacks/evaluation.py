@@ -1,5 +1,6 @@
 """Test-time measures of a trained VAE, as one callback (``trainer.callbacks`` in YAML): the
-importance-weighted log-likelihood bound, the quality of reconstructions and of denoising.
+importance-weighted log-likelihood bound, the quality of reconstructions and of denoising, and the
+quality of samples from the prior (FID, KID, precision/recall, ``vae_lightning.quality``).
 
 IWAE bound (Burda et al. 2015, "Importance Weighted Autoencoders", eq. 8): with z_k ~ q(z|x),
 
@@ -16,7 +17,7 @@ from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from torch.distributions import Normal
 from torchmetrics import MeanSquaredError, MetricCollection
@@ -24,6 +25,8 @@ from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMe
 
 from vae_lightning.corruption import add_noise, seeded_generator
 from vae_lightning.latent import posterior_std
+from vae_lightning.quality import SampleQuality, load_feature_network
+from vae_lightning.quality.network import LoadedFeatureNetwork
 
 
 @torch.no_grad()
@@ -97,7 +100,12 @@ class Evaluator(Callback):
       against the test images;
     - ``test/denoise_{psnr,ssim,mse}``: reconstructions of the test images with Gaussian noise of
       ``denoise_std`` added, against the clean images; ``test/noisy_{...}``: the noisy images
-      themselves, the baseline a denoiser must beat.
+      themselves, the baseline a denoiser must beat;
+    - ``test/fid``, ``test/kid`` (and ``test/kid_std``), ``test/precision``, ``test/recall``: decoded
+      draws from the prior against the test images, in the features of ``feature_network``;
+      ``test/recon_{fid,kid,precision,recall}``: the test images' reconstructions against them.
+      The feature network's SHA-256 is printed with the scores: FIDs from different feature
+      networks do not compare.
 
     The noise and the importance samples are seeded by the batch index, so a test is repeatable.
     The settings live here, not in the checkpoint: ``test --ckpt_path`` takes them from its own
@@ -108,9 +116,22 @@ class Evaluator(Callback):
             10,000 MNIST test images is 50 million decoder passes). Empty: no bound.
         iwae_chunk_size: importance samples decoded at once (memory ~ chunk x batch x D).
         denoise_std: std of the noise for ``test/denoise_*`` and ``test/noisy_*``; 0: off.
+        feature_network: the feature network of the sample metrics: ``mnist`` (shipped with the
+            package), or the ``.pt`` file written by ``python -m vae_lightning.quality.train_features``
+            for another dataset; ``None``: no sample metrics. A network trained on another dataset
+            or image shape than the test's is not used (a warning says so).
+        quality_images: the sample metrics compare this many prior samples and reconstructions with
+            as many test images (the first ones; all of them when the test set is smaller).
     """
 
-    def __init__(self, iwae_samples: Sequence[int] = (1, 50), iwae_chunk_size: int = 64, denoise_std: float = 0.5) -> None:
+    def __init__(
+        self,
+        iwae_samples: Sequence[int] = (1, 50),
+        iwae_chunk_size: int = 64,
+        denoise_std: float = 0.5,
+        feature_network: str | None = "mnist",
+        quality_images: int = 10000,
+    ) -> None:
         super().__init__()
         if iwae_samples and min(iwae_samples) < 1:
             raise ValueError(f"iwae_samples must be counts >= 1, got {list(iwae_samples)}")
@@ -118,6 +139,10 @@ class Evaluator(Callback):
             raise ValueError(f"iwae_chunk_size must be at least 1, got {iwae_chunk_size}")
         if denoise_std < 0:
             raise ValueError(f"denoise_std must be >= 0, got {denoise_std}")
+        if quality_images < 2:
+            raise ValueError(f"quality_images must be at least 2, got {quality_images}")
+        self.features: LoadedFeatureNetwork | None = load_feature_network(feature_network) if feature_network else None
+        self.quality_images = quality_images
         self.iwae_samples = list(iwae_samples)
         self.iwae_chunk_size = iwae_chunk_size
         self.denoise_std = denoise_std
@@ -132,6 +157,9 @@ class Evaluator(Callback):
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.metrics.to(pl_module.device)
         self._samples_posterior: bool | None = None  # known from the first batch
+        self.quality = None
+        if self.features is not None and _fits(self.features, trainer):
+            self.quality = SampleQuality(self.features.network, kinds=("samples", "reconstructions")).to(pl_module.device)
 
     @torch.no_grad()
     def on_test_batch_end(
@@ -143,7 +171,10 @@ class Evaluator(Callback):
         if self._samples_posterior:
             bounds = iwae_bounds(pl_module, x, self.iwae_samples, self.iwae_chunk_size, torch.Generator().manual_seed(batch_idx))
             pl_module.log_dict({f"test/iwae_k{k}": b.mean() for k, b in bounds.items()}, batch_size=x.shape[0], sync_dist=True)
-        self._update("reconstruction", pl_module.reconstruct(x), x)
+        reconstructions = pl_module.reconstruct(x)
+        self._update("reconstruction", reconstructions, x)
+        if self.quality is not None and (room := self.quality_images - self.quality.count()) > 0:
+            self.quality.update(real=x[:room], reconstructions=reconstructions[:room])
         if self.denoise_std > 0:
             noisy = add_noise(x, self.denoise_std, seeded_generator(2 * batch_idx + 1, x.device))
             self._update("denoising", pl_module.reconstruct(noisy), x)
@@ -167,3 +198,35 @@ class Evaluator(Callback):
         for name in used:
             pl_module.log_dict(self.metrics[name].compute(), sync_dist=False)
             self.metrics[name].reset()
+        if self.quality is not None and self.quality.count() > 0:
+            self._log_sample_quality(trainer, pl_module)
+
+    @torch.no_grad()
+    def _log_sample_quality(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """As many prior samples as test images were kept, then the metrics of both comparisons."""
+        quality, generator = self.quality, torch.Generator().manual_seed(trainer.global_rank)
+        total = quality.count()
+        while (done := quality.count("samples")) < total:
+            quality.update(samples=pl_module.generate(min(1000, total - done), generator))
+        scores = {f"test/{name}": value for name, value in quality.compute("samples").items()}
+        scores |= {f"test/recon_{name}": value for name, value in quality.compute("reconstructions").items()}
+        rank_zero_info(f"Evaluator: test/fid, kid, precision, recall of {total} prior samples (test/recon_*: of the reconstructions) "
+                       f"against {total} test images per process, {self.features.describe()}")
+        pl_module.log_dict({name: value.to(pl_module.device) for name, value in scores.items()}, sync_dist=False)
+        quality.reset()
+
+
+def _fits(features: LoadedFeatureNetwork, trainer: Trainer) -> bool:
+    """Whether the feature network was trained on the test's dataset and image shape (as far as the
+    datamodule says); a warning names the fix where not."""
+    data = getattr(trainer, "datamodule", None)
+    dataset, shape = getattr(data, "dataset", None), getattr(data, "image_shape", None)
+    if (dataset is None or dataset == features.dataset) and (shape is None or tuple(shape) == features.image_shape):
+        return True
+    rank_zero_warn(
+        f"Evaluator: no sample metrics: the feature network {features.path.name} was trained on {features.dataset} "
+        f"images of {features.image_shape}, the test images are {dataset} of {shape}; train one with "
+        f"`python -m vae_lightning.quality.train_features --dataset {dataset} --out <file>.pt` and pass "
+        "--evaluation.feature_network <file>.pt (null: none)"
+    )
+    return False

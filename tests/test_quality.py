@@ -1,0 +1,141 @@
+"""Sample quality on real MNIST: the shipped feature network, FID/KID/precision/recall validated
+against real images and noise, the `test` subcommand's scores and checksum, FID during training,
+and the command that trains a feature network."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from helpers.image_files import write_shapes_folder
+from helpers.runs import DEFAULT_CONFIG
+
+from vae_lightning.cli import main, run_cli
+from vae_lightning.data import ImageDataModule
+from vae_lightning.quality import SampleQuality, load_feature_network
+from vae_lightning.quality.network import WEIGHTS_DIR, sha256
+from vae_lightning.quality.train_features import main as train_features
+from vae_lightning.runs import load_run, read_events, read_scalars
+from vae_lightning.runtime.errors import UserError
+
+SAMPLE_METRICS = ["fid", "kid", "precision", "recall"]
+
+
+@pytest.fixture(scope="module")
+def mnist_test(mnist_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 10,000 MNIST test images as float pixels in [0, 1], and their labels."""
+    data = ImageDataModule(data_dir=str(mnist_dir), download=False)
+    data.setup("test")
+    images, labels = data.splits["test"]
+    return images.float() / 255, labels
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return load_feature_network("mnist")
+
+
+def scores(features, real: torch.Tensor, generated: torch.Tensor) -> dict[str, float]:
+    quality = SampleQuality(features.network)
+    for start in range(0, max(len(real), len(generated)), 1000):
+        quality.update(real=real[start : start + 1000], samples=generated[start : start + 1000])
+    return {name: value.item() for name, value in quality.compute("samples").items()}
+
+
+def test_the_shipped_mnist_network_classifies_the_test_set_as_its_record_says(shipped, mnist_test) -> None:
+    record = json.loads((WEIGHTS_DIR / "mnist.json").read_text())
+    assert record["sha256"] == sha256(WEIGHTS_DIR / "mnist.pt") == shipped.sha256
+    assert record["test_accuracy"] >= 0.99 and record["command"].startswith("python -m vae_lightning.quality.train_features")
+    images, labels = mnist_test
+    with torch.no_grad():
+        predicted = torch.cat([shipped.network.classify(chunk).argmax(1) for chunk in images.split(1000)])
+    assert abs((predicted == labels).float().mean().item() - record["test_accuracy"]) < 1e-4
+
+
+def test_two_halves_of_the_test_set_score_near_zero_and_far_below_uniform_noise(shipped, mnist_test) -> None:
+    images = mnist_test[0]
+    halves = scores(shipped, images[:5000], images[5000:])
+    noise = scores(shipped, images[:5000], torch.rand(5000, 1, 28, 28, generator=torch.Generator().manual_seed(0)))
+    assert halves["fid"] < 0.01 * noise["fid"], (halves, noise)
+    assert abs(halves["kid"]) < 0.01 * noise["kid"], (halves, noise)
+    assert halves["precision"] > 0.9 and halves["recall"] > 0.9, halves
+    assert noise["precision"] < 0.05 and noise["recall"] < 0.05, noise
+
+
+def test_a_trained_models_samples_score_between_real_images_and_noise(trained_run: Path, shipped, mnist_test, mnist_dir: Path) -> None:
+    module, _ = load_run(trained_run / "checkpoints" / "last.ckpt", data_dir=str(mnist_dir))
+    images = mnist_test[0][:2000]
+    samples = module.eval().generate(2000, torch.Generator().manual_seed(0))
+    model = scores(shipped, images, samples)
+    real = scores(shipped, images, mnist_test[0][5000:7000])
+    noise = scores(shipped, images, torch.rand(2000, 1, 28, 28, generator=torch.Generator().manual_seed(0)))
+    assert real["fid"] < model["fid"] < noise["fid"], (real, model, noise)
+    assert real["precision"] > model["precision"] > noise["precision"], (real, model, noise)
+
+
+def test_test_prints_and_logs_the_sample_metrics_with_the_networks_checksum(
+    trained_run: Path, cli_args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture, shipped
+) -> None:
+    cli = main(["test", *cli_args, f"--ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}", "--evaluation.iwae_samples=[]",
+                "--trainer.limit_test_batches=8"])  # fmt: skip
+    metrics = cli.trainer.callback_metrics
+    printed = capsys.readouterr()
+    names = [f"test/{name}" for name in SAMPLE_METRICS] + [f"test/recon_{name}" for name in SAMPLE_METRICS]
+    for name in names:
+        assert name in metrics and name in printed.out, name
+    assert f"sha256 {shipped.sha256}" in printed.out + printed.err
+    assert "1024 prior samples" in printed.out + printed.err  # as many as the 8 batches of test images
+    (log_dir,) = (tmp_path / "lightning_logs").iterdir()
+    assert set(names) <= set(read_events(log_dir).Tags()["scalars"])
+    # reconstructions of the very images they are compared with are closer to them than new samples
+    assert metrics["test/recon_fid"] < metrics["test/fid"]
+
+
+def test_no_feature_network_means_no_sample_metrics(trained_run: Path, cli_args: list[str]) -> None:
+    cli = main(["test", *cli_args, f"--ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}", "--evaluation.iwae_samples=[]",
+                "--evaluation.feature_network=null", "--trainer.limit_test_batches=2"])  # fmt: skip
+    assert "test/psnr" in cli.trainer.callback_metrics
+    assert not any("fid" in name for name in cli.trainer.callback_metrics)
+
+
+def test_a_missing_feature_network_is_an_error_naming_the_option(cli_args: list[str], capsys: pytest.CaptureFixture) -> None:
+    assert run_cli(["test", *cli_args, "--evaluation.feature_network=nowhere/features.pt"]) == 2
+    err = capsys.readouterr().err
+    assert "error: evaluation.feature_network: no weights at 'nowhere/features.pt'" in err and "train_features" in err
+    assert "Traceback" not in err
+
+
+def test_a_feature_network_of_another_image_shape_is_not_used(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    write_shapes_folder(tmp_path / "shapes", train_per_class=4, test_per_class=4, size=16)
+    args = ["test", "--config", str(DEFAULT_CONFIG), "--data.dataset=image_folder", f"--data.data_dir={tmp_path / 'shapes'}",
+            "--data.val_size=2", f"--trainer.default_root_dir={tmp_path}", "--trainer.accelerator=cpu", "--evaluation.iwae_samples=[]"]  # fmt: skip
+    with pytest.warns(UserWarning, match=r"no sample metrics: the feature network mnist.pt was trained on mnist images of \(1, 28, 28\)"):
+        cli = main(args)
+    assert "test/psnr" in cli.trainer.callback_metrics and "test/fid" not in cli.trainer.callback_metrics
+
+
+def test_fid_logged_during_training_falls_as_the_model_learns(cli_args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture, shipped) -> None:
+    main(["fit", *cli_args, "--sample_quality.every_n_epochs=1", "--sample_quality.metrics=[fid, precision]", "--trainer.max_epochs=4",
+          "--trainer.limit_train_batches=40", "--trainer.limit_val_batches=8", "--trainer.callbacks=[]", "--trainer.enable_checkpointing=false"])  # fmt: skip
+    (log_dir,) = (tmp_path / "lightning_logs").iterdir()
+    fid, precision = read_scalars(log_dir)["val/fid"], read_scalars(log_dir)["val/precision"]
+    assert len(fid) == 4 and fid[-1] < 0.7 * fid[0], fid
+    assert precision[-1] > precision[0], precision
+    assert f"sha256 {shipped.sha256}" in "".join(capsys.readouterr())
+
+
+def test_train_features_writes_weights_whose_record_and_accuracy_hold(tmp_path: Path) -> None:
+    write_shapes_folder(tmp_path / "shapes", train_per_class=40, test_per_class=10, size=16)
+    out = tmp_path / "features" / "shapes.pt"
+    argv = ["--dataset", "image_folder", "--data_dir", str(tmp_path / "shapes"), "--out", str(out), "--epochs", "8",
+            "--batch_size", "16", "--val_size", "4", "--accelerator", "cpu"]  # fmt: skip
+    assert train_features(argv) == 0
+    record = json.loads(out.with_suffix(".json").read_text())
+    loaded = load_feature_network(str(out))
+    assert record["sha256"] == loaded.sha256 and loaded.image_shape == (3, 16, 16) and record["num_classes"] == 2
+    assert record["test_accuracy"] > 0.9, record  # red discs against blue squares
+    out.write_bytes(out.read_bytes() + b"\0")  # a changed file no longer matches its record
+    with pytest.raises(UserError, match="SHA-256"):
+        load_feature_network(str(out))
