@@ -26,9 +26,10 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 
 class FeatureNetwork(nn.Module):
-    """Three 3x3 convolutions (16, 32, 64 channels), each followed by 2x2 max-pooling, and a
-    fully connected layer give ``num_features`` = 128 features per image (after its ReLU), the input
-    of FID, KID and precision/recall; a linear layer on them classifies, which is what training fits.
+    """Three 3x3 convolutions (16, 32, 64 channels), each with a ReLU and 2x2 max-pooling, and a
+    fully connected layer give ``num_features`` = 128 features per image (the layer's outputs), the
+    input of FID, KID and precision/recall; a linear layer on them classifies, which is what
+    training fits.
 
     Args:
         in_channels: channels of the images (1 for MNIST, 3 for CIFAR-10).
@@ -47,7 +48,7 @@ class FeatureNetwork(nn.Module):
             nn.Conv2d(in_channels, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(64 * (height // 8) * (width // 8), self.num_features)  # three poolings: 28 -> 3, nn.ReLU(),
+            nn.Flatten(), nn.Linear(64 * (height // 8) * (width // 8), self.num_features),  # three poolings: 28 -> 3
         )  # fmt: skip
         self.classifier = nn.Linear(self.num_features, num_classes)
 
