@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from vae_lightning.callbacks import ImagePredictionWriter
+from vae_lightning.callbacks import ImagePredictionWriter, SampleQualityMonitor
 from vae_lightning.callbacks.evaluation import Evaluator
 from vae_lightning.data import ImageDataModule
 from vae_lightning.module import DEFAULT_LR, DEFAULT_MOMENTUM, VAEModule
@@ -54,12 +54,13 @@ def test_each_project_class_in_the_default_config_has_the_yamls_values_as_its_de
     assert _disagreements(_class(class_path), init_args) == []
 
 
-def test_the_module_data_evaluation_and_prediction_sections_are_the_code_defaults() -> None:
+def test_the_module_data_evaluation_prediction_and_sample_quality_sections_are_the_code_defaults() -> None:
     model = {key: value for key, value in CONFIG["model"].items() if key not in ("network", "likelihood", "optimizer")}
     assert _disagreements(VAEModule, model) == []
     assert _disagreements(ImageDataModule, CONFIG["data"]) == []
     assert _disagreements(Evaluator, CONFIG["evaluation"]) == []
     assert _disagreements(ImagePredictionWriter, CONFIG["prediction"]) == []
+    assert _disagreements(SampleQualityMonitor, CONFIG["sample_quality"]) == []
 
 
 def test_the_default_network_likelihood_and_optimizer_are_the_yamls() -> None:

@@ -55,11 +55,11 @@ def base(data_dir: str, model: list[str], root: Path) -> list[str]:
 def model_rows(data_dir: str, epochs: int) -> list[dict[str, Any]]:
     rows = []
     for i, (name, extra) in enumerate(MODELS.items()):
-        folder = ROOT / OUT / f"model_{i}"
-        fit = run(cli("fit", *base(data_dir, extra, folder), "--trainer.max_epochs", str(epochs)), folder / "fit.log")
+        folder = OUT / f"model_{i}"  # relative: the commands run from the repository root
+        fit = run(cli("fit", *base(data_dir, extra, folder), "--trainer.max_epochs", str(epochs)), ROOT / folder / "fit.log")
         checkpoint = folder / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
-        test = run(cli("test", *base(data_dir, extra, folder / "test"), "--ckpt_path", str(checkpoint)), folder / "test.log")
-        scores = test_metrics(folder / "test" / "lightning_logs" / "version_0")
+        test = run(cli("test", *base(data_dir, extra, folder / "test"), "--ckpt_path", str(checkpoint)), ROOT / folder / "test.log")
+        scores = test_metrics(ROOT / folder / "test" / "lightning_logs" / "version_0")
         rows.append({"model": name, "epochs": epochs, "fit": fit, "test": test,
                      **{m: scores[m] for m in METRICS}, **{f"recon_{m}": scores[f"recon_{m}"] for m in METRICS}})  # fmt: skip
         print(rows[-1])
