@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Sample quality of three VAEs and what the sample metrics cost: docs/results/sample_quality.json.
 
-    OMP_NUM_THREADS=1 nice -n 10 python tools/quality/measure.py [--epochs 5]   # about 10 min on 2 busy cores
+    OMP_NUM_THREADS=1 nice -n 10 python tools/quality/measure.py [--epochs 5]   # about 15 min on 2 busy cores
+    python tools/quality/measure.py --skip-training    # the costs and references again, the models' rows kept
 
 1. Trains, into ``runs/docs/quality/<name>/``, the default config, the same with a 20-dimensional
    latent space and the ConvVAE (``configs/conv.yaml``) for ``--epochs`` epochs each, and runs
@@ -18,6 +19,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import statistics
 import sys
@@ -52,17 +54,22 @@ def base(data_dir: str, model: list[str], root: Path) -> list[str]:
             "--trainer.default_root_dir", str(root)]  # fmt: skip
 
 
-def model_rows(data_dir: str, epochs: int) -> list[dict[str, Any]]:
+def model_rows(data_dir: str, epochs: int, skip_training: bool) -> list[dict[str, Any]]:
+    """Each model's row, also kept in ``<run>/row.json``; with ``skip_training`` read back from there."""
     rows = []
     for i, (name, extra) in enumerate(MODELS.items()):
         folder = OUT / f"model_{i}"  # relative: the commands run from the repository root
+        if skip_training:
+            rows.append(json.loads((ROOT / folder / "row.json").read_text()))
+            continue
+        shutil.rmtree(ROOT / folder, ignore_errors=True)  # every run folder is version_0
         fit = run(cli("fit", *base(data_dir, extra, folder), "--trainer.max_epochs", str(epochs)), ROOT / folder / "fit.log")
         checkpoint = folder / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
         test = run(cli("test", *base(data_dir, extra, folder / "test"), "--ckpt_path", str(checkpoint)), ROOT / folder / "test.log")
         scores = test_metrics(ROOT / folder / "test" / "lightning_logs" / "version_0")
         rows.append({"model": name, "epochs": epochs, "fit": fit, "test": test,
                      **{m: scores[m] for m in METRICS}, **{f"recon_{m}": scores[f"recon_{m}"] for m in METRICS}})  # fmt: skip
-        print(rows[-1])
+        (ROOT / folder / "row.json").write_text(json.dumps(rows[-1], indent=2) + "\n")
     return rows
 
 
@@ -87,9 +94,9 @@ def test_cost(data_dir: str, repeats: int) -> dict[str, Any]:
     folder = ROOT / OUT / "model_0"
     checkpoint = folder / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
     times: dict[str, list[float]] = {"without": [], "with": []}
-    for _ in range(repeats):
+    for i in range(repeats):
         for kind, extra in (("without", ["--evaluation.feature_network=null"]), ("with", [])):
-            args = ["test", *base(data_dir, [], folder / "cost"), f"--ckpt_path={checkpoint}", "--trainer.logger=false", *extra]
+            args = ["test", *base(data_dir, [], folder / f"cost_{kind}_{i}"), f"--ckpt_path={checkpoint}", "--trainer.logger=false", *extra]
             start = time.perf_counter()
             main(args)
             times[kind].append(time.perf_counter() - start)
@@ -150,17 +157,21 @@ def main_script() -> None:
     parser.add_argument("--data_dir", default="../shared/data")
     parser.add_argument("--epochs", type=int, default=5, help="training epochs of each model")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--skip-training", action="store_true", help="reuse the models' rows already in runs/docs/quality/")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "sample_quality.json")
     args = parser.parse_args()
     features = load_feature_network("mnist")
-    shutil.rmtree(ROOT / OUT, ignore_errors=True)  # every run folder is version_0
+    for folder in (ROOT / OUT).glob("model_0/cost_*"):
+        shutil.rmtree(folder)
+    shutil.rmtree(ROOT / OUT / "epoch_cost", ignore_errors=True)
     before = uptime()
     with LoadSampler() as load:
+        models = model_rows(args.data_dir, args.epochs, args.skip_training)
         result = {
             "script": "python tools/quality/measure.py",
             "feature_network": {"file": "vae_lightning/quality/weights/mnist.pt", "sha256": features.sha256, "test_accuracy": features.test_accuracy},
             "machine": machine(),
-            "models": model_rows(args.data_dir, args.epochs),
+            "models": models,
             "references": reference_rows(args.data_dir),
             "test_cost": test_cost(args.data_dir, args.repeats),
             "epoch_cost": epoch_cost(args.data_dir, 4, 1000),
