@@ -139,8 +139,8 @@ class Evaluator(Callback):
             raise ValueError(f"iwae_chunk_size must be at least 1, got {iwae_chunk_size}")
         if denoise_std < 0:
             raise ValueError(f"denoise_std must be >= 0, got {denoise_std}")
-        if quality_images < 2:
-            raise ValueError(f"quality_images must be at least 2, got {quality_images}")
+        if quality_images < 4:
+            raise ValueError(f"quality_images must be at least 4 (precision and recall's 3 nearest neighbours and the image), got {quality_images}")
         self.features: LoadedFeatureNetwork | None = load_feature_network(feature_network) if feature_network else None
         self.quality_images = quality_images
         self.iwae_samples = list(iwae_samples)
@@ -198,8 +198,11 @@ class Evaluator(Callback):
         for name in used:
             pl_module.log_dict(self.metrics[name].compute(), sync_dist=False)
             self.metrics[name].reset()
-        if self.quality is not None and self.quality.count() > 0:
-            self._log_sample_quality(trainer, pl_module)
+        if self.quality is not None:
+            if self.quality.count() >= self.quality.min_images:
+                self._log_sample_quality(trainer, pl_module)
+            else:
+                rank_zero_warn(f"Evaluator: no sample metrics from {self.quality.count()} test images; they need {self.quality.min_images}")
 
     @torch.no_grad()
     def _log_sample_quality(self, trainer: Trainer, pl_module: LightningModule) -> None:

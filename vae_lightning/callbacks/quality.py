@@ -40,8 +40,8 @@ class SampleQualityMonitor(Callback):
         super().__init__()
         if unknown := set(metrics) - set(METRIC_NAMES):
             raise ValueError(f"metrics must be among {list(METRIC_NAMES)}, got {sorted(unknown)}")
-        if num_images < 2:
-            raise ValueError(f"num_images must be at least 2, got {num_images}")
+        if num_images < 4:
+            raise ValueError(f"num_images must be at least 4 (precision and recall's 3 nearest neighbours and the image), got {num_images}")
         self.every_n_epochs = checked_every_n_epochs(every_n_epochs)
         self.num_images = num_images
         self.feature_network = feature_network
@@ -64,7 +64,7 @@ class SampleQualityMonitor(Callback):
 
     @torch.no_grad()
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self.quality is None or self.quality.count() < 2 or not due_after_validation(trainer, self.every_n_epochs):
+        if self.quality is None or self.quality.count() < self.quality.min_images or not due_after_validation(trainer, self.every_n_epochs):
             return
         generator = torch.Generator().manual_seed(self.seed + trainer.global_rank)
         total = self.quality.count()

@@ -61,6 +61,8 @@ class SampleQuality(nn.Module):
         self.network = network.eval().requires_grad_(False)
         self.kid_subset_size = kid_subset_size
         self.neighbourhood = neighbourhood
+        #: images each set needs: FID's covariances need 2, the k-nearest-neighbour balls k + 1
+        self.min_images = neighbourhood + 1
         self.real = CatMetric()
         self.generated = nn.ModuleDict({kind: CatMetric() for kind in kinds})
 
@@ -85,8 +87,8 @@ class SampleQuality(nn.Module):
         """``{name: value}`` for the names of ``metrics`` (and ``kid_std`` with ``kid``) between the
         real images and the generated ones of ``kind``, over every process."""
         real, fake = self.real.compute().double().cpu(), self.generated[kind].compute().double().cpu()
-        if len(real) < 2 or len(fake) < 2:
-            raise ValueError(f"sample metrics need at least 2 real and 2 generated images, got {len(real)} and {len(fake)}")
+        if min(len(real), len(fake)) < self.min_images:
+            raise ValueError(f"sample metrics need at least {self.min_images} real and generated images, got {len(real)} and {len(fake)}")
         scores: dict[str, Tensor] = {}
         num_features = real.shape[1]
         if "fid" in metrics:
