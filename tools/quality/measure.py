@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Sample quality of three VAEs and what the sample metrics cost: docs/results/sample_quality.json.
 
-    OMP_NUM_THREADS=1 nice -n 10 python tools/quality/measure.py [--epochs 5]   # about 15 min on 2 busy cores
+    OMP_NUM_THREADS=1 nice -n 10 python tools/quality/measure.py [--epochs 5]   # about 11 min on 2 busy cores
     python tools/quality/measure.py --skip-training    # the costs and references again, the models' rows kept
 
 1. Trains, into ``runs/docs/quality/<name>/``, the default config, the same with a 20-dimensional
