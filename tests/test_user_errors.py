@@ -85,7 +85,7 @@ def test_a_corrupt_data_file_exits_2_naming_its_md5(mnist_dir: Path, tmp_path: P
     with images.open("r+b") as f:
         f.seek(5_000_000)
         f.write(b"\xff\xff\xff\xff")  # four wrong pixels, the size unchanged
-    result = cli("test", tmp_path / "data", tmp_path)
+    result = cli("test", tmp_path / "data", tmp_path, "--allow_untrained=true")
     assert result.returncode == 2
     message = error_paragraph(result)
     assert f"error: MNIST file {images} is corrupt: MD5 " in message
@@ -141,3 +141,50 @@ def test_a_programming_error_keeps_its_traceback() -> None:
 
     with pytest.raises(KeyError, match="a bug"):
         run_reporting_user_errors(buggy, ["fit"])
+
+
+# No evaluation of untrained weights by accident.
+
+
+def in_process(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str]:
+    """The command line's exit status and its stderr, run in this process."""
+    try:
+        status = run_cli(args)
+    except SystemExit as stop:
+        status = stop.code
+    err = capsys.readouterr().err
+    assert TRACEBACK not in err, err[-3000:]
+    return int(status or 0), err
+
+
+@pytest.mark.parametrize("subcommand", ["validate", "test", "predict"])
+def test_evaluating_without_a_checkpoint_stops_and_names_the_two_ways_on(
+    subcommand: str, mnist_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    status, err = in_process([subcommand, *cpu_run_args(mnist_dir, tmp_path)], capsys)
+    assert status == 2
+    assert f"{subcommand} needs trained weights: pass --ckpt_path" in err and "--allow_untrained true" in err
+    assert not (tmp_path / "lightning_logs").exists()
+
+
+def test_allow_untrained_evaluates_the_freshly_initialised_model(mnist_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    status, _ = in_process(["validate", *cpu_run_args(mnist_dir, tmp_path), "--allow_untrained=true", "--trainer.limit_val_batches=1"], capsys)
+    assert status == 0
+    assert len(list((tmp_path / "lightning_logs").glob("version_*"))) == 1
+
+
+@pytest.mark.parametrize("subcommand", ["fit", "test"])
+def test_ckpt_path_last_with_nothing_to_resume_stops_unless_asked_to_start_fresh(
+    subcommand: str, mnist_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    args = [subcommand, *cpu_run_args(mnist_dir, tmp_path), "--ckpt_path=last"]
+    status, err = in_process(args, capsys)
+    assert status == 2
+    assert "--ckpt_path last: there is nothing to resume, no version_*/checkpoints/last.ckpt under" in err
+    assert "--allow_untrained true" in err and "save_last" not in err
+    assert not list((tmp_path / "lightning_logs").glob("version_*/checkpoints"))
+    if subcommand == "fit":
+        limits = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=1"]
+        status, err = in_process([*args, "--allow_untrained=true", *limits], capsys)
+        assert status == 0 and "save_last" not in err
+        assert list((tmp_path / "lightning_logs").glob("version_*/checkpoints/last.ckpt"))

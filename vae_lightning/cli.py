@@ -42,6 +42,9 @@ CALLBACK_SECTIONS = {
     "prediction": callbacks.ImagePredictionWriter,  # acts in `predict` only
 }
 
+#: The subcommands that evaluate weights rather than train them: they need a checkpoint.
+EVALUATING = ("validate", "test", "predict")
+
 
 def _own_reason(err: BaseException) -> str:
     """The message of the exception that started ``err``: the class's own reason for refusing a
@@ -72,6 +75,14 @@ class VAECLI(LightningCLI):
             "which compute on them many times slower (SGD momentum decays through them); values that small "
             "are below the last bit of the weights (vae_lightning/runtime/numerics.py)",
         )
+        parser.add_argument(
+            "--allow_untrained",
+            type=bool,
+            default=False,
+            help="validate, test or predict without --ckpt_path (the model's freshly initialised weights), "
+            "and fit with --ckpt_path last start from scratch when the experiment has no last.ckpt yet; "
+            "without it both stop with an error, so untrained weights are never evaluated by accident",
+        )
         # the network's input shape is the data's: switching datasets needs no second setting
         parser.link_arguments("data.image_shape", "model.network.init_args.image_shape", apply_on="instantiate")
         for section, callback_class in CALLBACK_SECTIONS.items():
@@ -83,6 +94,11 @@ class VAECLI(LightningCLI):
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         config = self.config[subcommand] if subcommand else self.config
+        if subcommand in EVALUATING and config.get("ckpt_path") is None and not config.get("allow_untrained"):
+            parser.error(
+                f"{subcommand} needs trained weights: pass --ckpt_path <run>/checkpoints/last.ckpt (or --ckpt_path last "
+                f"for the newest of the experiment), or --allow_untrained true to {subcommand} the freshly initialised model."
+            )
         try:
             self.checkpoint_gate = CheckpointGate(config.get("ckpt_path"))
         except CheckpointError as err:
@@ -117,8 +133,20 @@ class VAECLI(LightningCLI):
             resolved = self.checkpoint_gate.resolve(self.model, getattr(self.trainer.logger, "root_dir", None))
         except CheckpointError as err:
             self.parser.error(str(err))
+        if resolved == "last":  # no run of the experiment has written a last.ckpt
+            root = getattr(self.trainer.logger, "root_dir", None) or self.trainer.default_root_dir
+            if not self._get(self.config, "allow_untrained"):
+                start = "start training from scratch" if self.subcommand == "fit" else f"{self.subcommand} the freshly initialised model"
+                self.parser.error(
+                    f"--ckpt_path last: there is nothing to resume, no version_*/checkpoints/last.ckpt under {root}. "
+                    f"Pass the path of a checkpoint (--ckpt_path <run>/checkpoints/last.ckpt), point the logger at the "
+                    f"experiment's folder (--trainer.default_root_dir), or add --allow_untrained true to {start}."
+                )
+            rank_zero_info(f"--ckpt_path last: no last.ckpt under {root}; starting from freshly initialised weights (--allow_untrained)")
+            resolved = None
         if resolved != config.get("ckpt_path"):
-            rank_zero_info(f"--ckpt_path {config.get('ckpt_path')}: resuming from {resolved}")
+            if resolved is not None:
+                rank_zero_info(f"--ckpt_path {config.get('ckpt_path')}: resuming from {resolved}")
             config["ckpt_path"] = resolved
 
     before_fit = before_validate = before_test = before_predict = _gate_checkpoint
