@@ -188,3 +188,70 @@ def test_ckpt_path_last_with_nothing_to_resume_stops_unless_asked_to_start_fresh
         status, err = in_process([*args, "--allow_untrained=true", *limits], capsys)
         assert status == 0 and "save_last" not in err
         assert list((tmp_path / "lightning_logs").glob("version_*/checkpoints/last.ckpt"))
+
+
+# Settings refused before anything is built, named as the user wrote them.
+
+
+@pytest.mark.parametrize(
+    ("option", "shown"),
+    [
+        ("--model.optimizer.init_args.lr=nan", "--model.optimizer.init_args.lr nan: not a finite number"),
+        ("--model.optimizer.init_args.lr=.nan", "--model.optimizer.init_args.lr .nan: not a finite number"),
+        ("--trainer.gradient_clip_val=inf", "--trainer.gradient_clip_val inf: not a finite number"),
+        ("--model.kl_weight=-inf", "--model.kl_weight -inf: not a finite number"),
+    ],
+)
+def test_a_non_finite_number_on_the_command_line_is_refused_naming_the_option(
+    option: str, shown: str, mnist_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    status, err = in_process(["fit", *cpu_run_args(mnist_dir, tmp_path), option], capsys)
+    assert status == 2 and f"error: {shown}. Give a finite value" in err
+    assert not (tmp_path / "lightning_logs").exists()
+
+
+def test_a_non_finite_number_in_a_config_file_is_refused_naming_its_key(
+    mnist_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text("model:\n  optimizer:\n    class_path: torch.optim.SGD\n    init_args:\n      lr: .nan\n")
+    status, err = in_process(["fit", *cpu_run_args(mnist_dir, tmp_path), "--config", str(overlay)], capsys)
+    assert status == 2 and "error: model.optimizer.lr is nan, not a finite number." in err
+    assert not (tmp_path / "lightning_logs").exists()
+
+
+def test_malformed_yaml_names_the_file_and_line_among_several_configs(
+    mnist_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("trainer:\n  max_epochs: 2\n  callbacks: [a, b\nmodel:\n  mc_samples: 1\n")
+    status, err = in_process(["fit", *cpu_run_args(mnist_dir, tmp_path), "--config", str(broken)], capsys)
+    assert status == 2
+    assert f"error: config file {broken} is not valid YAML at line 4, column 6" in err and "<unicode string>" not in err
+
+
+def test_an_output_folder_that_is_a_file_is_refused_before_the_run(
+    mnist_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    taken = tmp_path / "runs"
+    taken.write_text("notes")
+    status, err = in_process(["fit", *cpu_run_args(mnist_dir, taken / "deeper")], capsys)
+    assert status == 2 and f"error: --trainer.default_root_dir {taken / 'deeper'}: {taken} is a file, not a folder." in err
+    assert taken.read_text() == "notes"
+
+
+def test_a_checkpoint_cut_short_is_called_incomplete_not_unsafe(
+    trained_run: Path, mnist_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    whole = (trained_run / "checkpoints" / "last.ckpt").read_bytes()
+    cut = tmp_path / "cut.ckpt"
+    cut.write_bytes(whole[: len(whole) // 2])
+    status, err = in_process(["test", *cpu_run_args(mnist_dir, tmp_path), f"--ckpt_path={cut}"], capsys)
+    assert status == 2 and f"error: {cut} is incomplete: a PyTorch file cut short" in err
+    assert "safely" not in err and not (tmp_path / "lightning_logs").exists()
+
+
+def test_the_divergence_message_shows_the_clipping_algorithm_as_written(mnist_dir: Path, tmp_path: Path) -> None:
+    result = cli("fit", mnist_dir, tmp_path, *DIVERGING_RUN[:-1], "--trainer.gradient_clip_val=100", "--trainer.gradient_clip_algorithm=value")
+    message = error_paragraph(result)
+    assert "clipping by value at 100" in message and "GradClipAlgorithmType" not in message

@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from jsonargparse import Namespace
 from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.cli import ArgsType, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
@@ -21,6 +22,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from vae_lightning import callbacks
 from vae_lightning.data import ImageDataModule
 from vae_lightning.module import VAEModule
+from vae_lightning.runtime import settings
 from vae_lightning.runtime.checkpoints import CheckpointGate
 from vae_lightning.runtime.console import quiet_library_noise
 from vae_lightning.runtime.errors import (
@@ -90,10 +92,20 @@ class VAECLI(LightningCLI):
 
     def parse_arguments(self, parser, args: ArgsType) -> None:
         """Parse as usual, then read and check a ``--ckpt_path`` file before Lightning reads the
-        model settings stored in it (which replace the configured ones; a warning lists any that differ)."""
+        model settings stored in it (which replace the configured ones; a warning lists any that differ).
+        Settings jsonargparse would accept or misreport are refused first (runtime/settings.py)."""
+        given = [str(arg) for arg in (sys.argv[1:] if args is None else args if isinstance(args, (list, tuple)) else [])]
+        if problem := settings.config_file_problem(given) or settings.non_finite_option(given):
+            parser.error(problem)
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         config = self.config[subcommand] if subcommand else self.config
+        trainer = config.get("trainer") or {}
+        logger = trainer.get("logger")
+        save_dir = (logger.get("init_args") or {}).get("save_dir") if isinstance(logger, (dict, Namespace)) else None
+        if problem := (settings.non_finite_setting(config) or settings.unwritable_folder(trainer.get("default_root_dir"), "--trainer.default_root_dir")
+                       or settings.unwritable_folder(save_dir, "--trainer.logger.init_args.save_dir")):
+            parser.error(problem)
         if subcommand in EVALUATING and config.get("ckpt_path") is None and not config.get("allow_untrained"):
             parser.error(
                 f"{subcommand} needs trained weights: pass --ckpt_path <run>/checkpoints/last.ckpt (or --ckpt_path last "
