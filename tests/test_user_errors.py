@@ -216,7 +216,7 @@ def test_a_non_finite_number_in_a_config_file_is_refused_naming_its_key(
     overlay = tmp_path / "overlay.yaml"
     overlay.write_text("model:\n  optimizer:\n    class_path: torch.optim.SGD\n    init_args:\n      lr: .nan\n")
     status, err = in_process(["fit", *cpu_run_args(mnist_dir, tmp_path), "--config", str(overlay)], capsys)
-    assert status == 2 and "error: model.optimizer.lr is nan, not a finite number." in err
+    assert status == 2 and "error: model.optimizer.init_args.lr is nan, not a finite number." in err
     assert not (tmp_path / "lightning_logs").exists()
 
 
@@ -255,3 +255,20 @@ def test_the_divergence_message_shows_the_clipping_algorithm_as_written(mnist_di
     result = cli("fit", mnist_dir, tmp_path, *DIVERGING_RUN[:-1], "--trainer.gradient_clip_val=100", "--trainer.gradient_clip_algorithm=value")
     message = error_paragraph(result)
     assert "clipping by value at 100" in message and "GradClipAlgorithmType" not in message
+
+
+@pytest.mark.parametrize(
+    ("option", "shown"),
+    [
+        ("--model.mc_samples=abc", "model.mc_samples: expected int, got 'abc'."),
+        ("--trainer.gradient_clip_val=abc", "trainer.gradient_clip_val: expected float, int or null, got 'abc'."),
+        ("--model.optimizer.init_args.lr=abc", "model.optimizer.init_args.lr: expected float or Tensor, got 'abc'."),
+        ("--model.network.init_args.latent_dim=two", "model.network.init_args.latent_dim: expected int, got 'two'."),
+    ],
+)
+def test_a_value_of_the_wrong_type_names_the_key_and_the_expected_type_in_one_line(
+    option: str, shown: str, mnist_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    status, err = in_process(["fit", *cpu_run_args(mnist_dir, tmp_path), option], capsys)
+    assert status == 2 and f"error: {shown} Give a value of that type" in err
+    assert "Union subtypes" not in err and "<class" not in err

@@ -90,6 +90,14 @@ class VAECLI(LightningCLI):
         for section, callback_class in CALLBACK_SECTIONS.items():
             parser.add_lightning_class_args(callback_class, section)
 
+    def init_parser(self, **kwargs: Any):
+        """LightningCLI's parser, whose report of a value of the wrong type names the key and the
+        expected type in one line rather than every member of the option's type union."""
+        parser = super().init_parser(**kwargs)
+        report = parser.error
+        parser.error = lambda message, *rest, **named: report(settings.plain_type_error(str(message)), *rest, **named)  # type: ignore[method-assign]
+        return parser
+
     def parse_arguments(self, parser, args: ArgsType) -> None:
         """Parse as usual, then read and check a ``--ckpt_path`` file before Lightning reads the
         model settings stored in it (which replace the configured ones; a warning lists any that differ).

@@ -7,6 +7,7 @@ file there would end in a ``NotADirectoryError`` traceback once the run had star
 from __future__ import annotations
 
 import math
+import re
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -55,7 +56,7 @@ def _numbers(settings: Any, prefix: str = "") -> Iterator[tuple[str, float]]:
         settings = settings.as_dict()
     if isinstance(settings, Mapping):
         for key, value in settings.items():
-            yield from _numbers(value, f"{prefix}{key}." if key != "init_args" else prefix)
+            yield from _numbers(value, f"{prefix}{key}.")
     elif isinstance(settings, (list, tuple)):
         for i, value in enumerate(settings):
             yield from _numbers(value, f"{prefix}{i}.")
@@ -84,3 +85,27 @@ def unwritable_folder(path: str | Path | None, option: str) -> str | None:
     if existing.is_dir() and not os.access(existing, os.W_OK | os.X_OK):
         return f"{option} {path}: the folder {existing} cannot be written. Pass a folder you can write to (e.g. {option} runs)."
     return None
+
+
+def _type_name(name: str) -> str:
+    return {"NoneType": "null", "str": "string", "bool": "true/false"}.get(name, name.rsplit(".", 1)[-1])
+
+
+def plain_type_error(message: str) -> str:
+    """jsonargparse's report of a value of the wrong type (every member of a type union, nested
+    per level) as one line naming the key, the types it takes and the value given; any other
+    message unchanged."""
+    keys = re.findall(r'Parser key "([^"]+)"', message)
+    if not keys:
+        return message
+    inner = message[message.rfind(f'Parser key "{keys[-1]}"'):]
+    listed = re.search(r"Subtypes: \[([^\]]*)\]", inner)
+    types = re.findall(r"<class '([\w.]+)'>", listed.group(1) if listed else inner.split("\n", 2)[1] if "\n" in inner else "")
+    given = re.search(r"(?:Given value|Got value): ([^\n]*?)(?:\. Got value:.*)?$", inner, flags=re.MULTILINE)
+    if not types or given is None:
+        return message
+    outer, *nested = dict.fromkeys(keys)  # a class's own arguments are reported one level down
+    key = outer + "".join(f".init_args.{name}" for name in nested)
+    names = list(dict.fromkeys(map(_type_name, types)))
+    expected = " or ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+    return f"{key}: expected {expected}, got {given.group(1)!r}. Give a value of that type (python -m vae_lightning fit --help lists each option's type)."
