@@ -215,11 +215,11 @@ def test_latent_diagnostics_under_ddp_cover_the_images_of_every_process(cli_args
     256: the same numbers as one process that sees them all (the untrained model is seeded)."""
     ddp_dir = tmp_path / "ddp"
     args = [a for a in cli_args if not a.startswith(("--trainer.devices", "--trainer.default_root_dir"))]
-    command = [sys.executable, "-m", "vae_lightning", "validate", *args, f"--trainer.default_root_dir={ddp_dir}"]
+    command = [sys.executable, "-m", "vae_lightning", "validate", *args, f"--trainer.default_root_dir={ddp_dir}", "--allow_untrained=true"]
     command += ["--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.limit_val_batches=4", "--data.batch_size=32"]
     result = subprocess.run(command, cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    single = main(["validate", *cli_args, "--trainer.limit_val_batches=4", "--data.batch_size=64"])
+    single = main(["validate", *cli_args, "--allow_untrained=true", "--trainer.limit_val_batches=4", "--data.batch_size=64"])
 
     (ddp_run,) = (ddp_dir / "lightning_logs").iterdir()
     ddp_events, single_events = read_events(ddp_run), read_events(Path(single.trainer.logger.log_dir))

@@ -85,7 +85,7 @@ def test_a_corrupt_data_file_exits_2_naming_its_md5(mnist_dir: Path, tmp_path: P
     with images.open("r+b") as f:
         f.seek(5_000_000)
         f.write(b"\xff\xff\xff\xff")  # four wrong pixels, the size unchanged
-    result = cli("test", tmp_path / "data", tmp_path)
+    result = cli("test", tmp_path / "data", tmp_path, "--allow_untrained=true")
     assert result.returncode == 2
     message = error_paragraph(result)
     assert f"error: MNIST file {images} is corrupt: MD5 " in message
@@ -141,3 +141,134 @@ def test_a_programming_error_keeps_its_traceback() -> None:
 
     with pytest.raises(KeyError, match="a bug"):
         run_reporting_user_errors(buggy, ["fit"])
+
+
+# No evaluation of untrained weights by accident.
+
+
+def in_process(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str]:
+    """The command line's exit status and its stderr, run in this process."""
+    try:
+        status = run_cli(args)
+    except SystemExit as stop:
+        status = stop.code
+    err = capsys.readouterr().err
+    assert TRACEBACK not in err, err[-3000:]
+    return int(status or 0), err
+
+
+@pytest.mark.parametrize("subcommand", ["validate", "test", "predict"])
+def test_evaluating_without_a_checkpoint_stops_and_names_the_two_ways_on(
+    subcommand: str, mnist_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    status, err = in_process([subcommand, *cpu_run_args(mnist_dir, tmp_path)], capsys)
+    assert status == 2
+    assert f"{subcommand} needs trained weights: pass --ckpt_path" in err and "--allow_untrained true" in err
+    assert not (tmp_path / "lightning_logs").exists()
+
+
+def test_allow_untrained_evaluates_the_freshly_initialised_model(mnist_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    status, _ = in_process(["validate", *cpu_run_args(mnist_dir, tmp_path), "--allow_untrained=true", "--trainer.limit_val_batches=1"], capsys)
+    assert status == 0
+    assert len(list((tmp_path / "lightning_logs").glob("version_*"))) == 1
+
+
+@pytest.mark.parametrize("subcommand", ["fit", "test"])
+def test_ckpt_path_last_with_nothing_to_resume_stops_unless_asked_to_start_fresh(
+    subcommand: str, mnist_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    args = [subcommand, *cpu_run_args(mnist_dir, tmp_path), "--ckpt_path=last"]
+    status, err = in_process(args, capsys)
+    assert status == 2
+    assert "--ckpt_path last: there is nothing to resume, no version_*/checkpoints/last.ckpt under" in err
+    assert "--allow_untrained true" in err and "save_last" not in err
+    assert not list((tmp_path / "lightning_logs").glob("version_*/checkpoints"))
+    if subcommand == "fit":
+        limits = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=1"]
+        status, err = in_process([*args, "--allow_untrained=true", *limits], capsys)
+        assert status == 0 and "save_last" not in err
+        assert list((tmp_path / "lightning_logs").glob("version_*/checkpoints/last.ckpt"))
+
+
+# Settings refused before anything is built, named as the user wrote them.
+
+
+@pytest.mark.parametrize(
+    ("option", "shown"),
+    [
+        ("--model.optimizer.init_args.lr=nan", "--model.optimizer.init_args.lr nan: not a finite number"),
+        ("--model.optimizer.init_args.lr=.nan", "--model.optimizer.init_args.lr .nan: not a finite number"),
+        ("--trainer.gradient_clip_val=inf", "--trainer.gradient_clip_val inf: not a finite number"),
+        ("--model.kl_weight=-inf", "--model.kl_weight -inf: not a finite number"),
+    ],
+)
+def test_a_non_finite_number_on_the_command_line_is_refused_naming_the_option(
+    option: str, shown: str, mnist_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    status, err = in_process(["fit", *cpu_run_args(mnist_dir, tmp_path), option], capsys)
+    assert status == 2 and f"error: {shown}. Give a finite value" in err
+    assert not (tmp_path / "lightning_logs").exists()
+
+
+def test_a_non_finite_number_in_a_config_file_is_refused_naming_its_key(
+    mnist_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text("model:\n  optimizer:\n    class_path: torch.optim.SGD\n    init_args:\n      lr: .nan\n")
+    status, err = in_process(["fit", *cpu_run_args(mnist_dir, tmp_path), "--config", str(overlay)], capsys)
+    assert status == 2 and "error: model.optimizer.init_args.lr is nan, not a finite number." in err
+    assert not (tmp_path / "lightning_logs").exists()
+
+
+def test_malformed_yaml_names_the_file_and_line_among_several_configs(
+    mnist_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("trainer:\n  max_epochs: 2\n  callbacks: [a, b\nmodel:\n  mc_samples: 1\n")
+    status, err = in_process(["fit", *cpu_run_args(mnist_dir, tmp_path), "--config", str(broken)], capsys)
+    assert status == 2
+    assert f"error: config file {broken} is not valid YAML at line 4, column 6" in err and "<unicode string>" not in err
+
+
+def test_an_output_folder_that_is_a_file_is_refused_before_the_run(
+    mnist_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    taken = tmp_path / "runs"
+    taken.write_text("notes")
+    status, err = in_process(["fit", *cpu_run_args(mnist_dir, taken / "deeper")], capsys)
+    assert status == 2 and f"error: --trainer.default_root_dir {taken / 'deeper'}: {taken} is a file, not a folder." in err
+    assert taken.read_text() == "notes"
+
+
+def test_a_checkpoint_cut_short_is_called_incomplete_not_unsafe(
+    trained_run: Path, mnist_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    whole = (trained_run / "checkpoints" / "last.ckpt").read_bytes()
+    cut = tmp_path / "cut.ckpt"
+    cut.write_bytes(whole[: len(whole) // 2])
+    status, err = in_process(["test", *cpu_run_args(mnist_dir, tmp_path), f"--ckpt_path={cut}"], capsys)
+    assert status == 2 and f"error: {cut} is incomplete: a PyTorch file cut short" in err
+    assert "safely" not in err and not (tmp_path / "lightning_logs").exists()
+
+
+def test_the_divergence_message_shows_the_clipping_algorithm_as_written(mnist_dir: Path, tmp_path: Path) -> None:
+    result = cli("fit", mnist_dir, tmp_path, *DIVERGING_RUN[:-1], "--trainer.gradient_clip_val=100", "--trainer.gradient_clip_algorithm=value")
+    message = error_paragraph(result)
+    assert "clipping by value at 100" in message and "GradClipAlgorithmType" not in message
+
+
+@pytest.mark.parametrize(
+    ("option", "shown"),
+    [
+        ("--model.mc_samples=abc", "model.mc_samples: expected int, got 'abc'."),
+        ("--trainer.gradient_clip_val=abc", "trainer.gradient_clip_val: expected float, int or null, got 'abc'."),
+        ("--model.optimizer.init_args.lr=abc", "model.optimizer.init_args.lr: expected float or Tensor, got 'abc'."),
+        ("--model.network.init_args.latent_dim=two", "model.network.init_args.latent_dim: expected int, got 'two'."),
+    ],
+)
+def test_a_value_of_the_wrong_type_names_the_key_and_the_expected_type_in_one_line(
+    option: str, shown: str, mnist_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    status, err = in_process(["fit", *cpu_run_args(mnist_dir, tmp_path), option], capsys)
+    assert status == 2 and f"error: {shown} Give a value of that type" in err
+    assert "Union subtypes" not in err and "<class" not in err

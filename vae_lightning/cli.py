@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from jsonargparse import Namespace
 from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.cli import ArgsType, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
@@ -21,6 +22,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from vae_lightning import callbacks
 from vae_lightning.data import ImageDataModule
 from vae_lightning.module import VAEModule
+from vae_lightning.runtime import settings
 from vae_lightning.runtime.checkpoints import CheckpointGate
 from vae_lightning.runtime.console import quiet_library_noise
 from vae_lightning.runtime.errors import (
@@ -42,6 +44,9 @@ CALLBACK_SECTIONS = {
     "evaluation": callbacks.Evaluator,  # acts in `test` only
     "prediction": callbacks.ImagePredictionWriter,  # acts in `predict` only
 }
+
+#: The subcommands that evaluate weights rather than train them: they need a checkpoint.
+EVALUATING = ("validate", "test", "predict")
 
 
 def _own_reason(err: BaseException) -> str:
@@ -73,17 +78,48 @@ class VAECLI(LightningCLI):
             "which compute on them many times slower (SGD momentum decays through them); values that small "
             "are below the last bit of the weights (vae_lightning/runtime/numerics.py)",
         )
+        parser.add_argument(
+            "--allow_untrained",
+            type=bool,
+            default=False,
+            help="validate, test or predict without --ckpt_path (the model's freshly initialised weights), "
+            "and fit with --ckpt_path last start from scratch when the experiment has no last.ckpt yet; "
+            "without it both stop with an error, so untrained weights are never evaluated by accident",
+        )
         # the network's input shape is the data's: switching datasets needs no second setting
         parser.link_arguments("data.image_shape", "model.network.init_args.image_shape", apply_on="instantiate")
         for section, callback_class in CALLBACK_SECTIONS.items():
             parser.add_lightning_class_args(callback_class, section)
 
+    def init_parser(self, **kwargs: Any):
+        """LightningCLI's parser, whose report of a value of the wrong type names the key and the
+        expected type in one line rather than every member of the option's type union."""
+        parser = super().init_parser(**kwargs)
+        report = parser.error
+        parser.error = lambda message, *rest, **named: report(settings.plain_type_error(str(message)), *rest, **named)  # type: ignore[method-assign]
+        return parser
+
     def parse_arguments(self, parser, args: ArgsType) -> None:
         """Parse as usual, then read and check a ``--ckpt_path`` file before Lightning reads the
-        model settings stored in it (which replace the configured ones; a warning lists any that differ)."""
+        model settings stored in it (which replace the configured ones; a warning lists any that differ).
+        Settings jsonargparse would accept or misreport are refused first (runtime/settings.py)."""
+        given = [str(arg) for arg in (sys.argv[1:] if args is None else args if isinstance(args, (list, tuple)) else [])]
+        if problem := settings.config_file_problem(given) or settings.non_finite_option(given):
+            parser.error(problem)
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         config = self.config[subcommand] if subcommand else self.config
+        trainer = config.get("trainer") or {}
+        logger = trainer.get("logger")
+        save_dir = (logger.get("init_args") or {}).get("save_dir") if isinstance(logger, (dict, Namespace)) else None
+        if problem := (settings.non_finite_setting(config) or settings.unwritable_folder(trainer.get("default_root_dir"), "--trainer.default_root_dir")
+                       or settings.unwritable_folder(save_dir, "--trainer.logger.init_args.save_dir")):
+            parser.error(problem)
+        if subcommand in EVALUATING and config.get("ckpt_path") is None and not config.get("allow_untrained"):
+            parser.error(
+                f"{subcommand} needs trained weights: pass --ckpt_path <run>/checkpoints/last.ckpt (or --ckpt_path last "
+                f"for the newest of the experiment), or --allow_untrained true to {subcommand} the freshly initialised model."
+            )
         try:
             self.checkpoint_gate = CheckpointGate(config.get("ckpt_path"))
         except CheckpointError as err:
@@ -118,8 +154,20 @@ class VAECLI(LightningCLI):
             resolved = self.checkpoint_gate.resolve(self.model, getattr(self.trainer.logger, "root_dir", None))
         except CheckpointError as err:
             self.parser.error(str(err))
+        if resolved == "last":  # no run of the experiment has written a last.ckpt
+            root = getattr(self.trainer.logger, "root_dir", None) or self.trainer.default_root_dir
+            if not self._get(self.config, "allow_untrained"):
+                start = "start training from scratch" if self.subcommand == "fit" else f"{self.subcommand} the freshly initialised model"
+                self.parser.error(
+                    f"--ckpt_path last: there is nothing to resume, no version_*/checkpoints/last.ckpt under {root}. "
+                    f"Pass the path of a checkpoint (--ckpt_path <run>/checkpoints/last.ckpt), point the logger at the "
+                    f"experiment's folder (--trainer.default_root_dir), or add --allow_untrained true to {start}."
+                )
+            rank_zero_info(f"--ckpt_path last: no last.ckpt under {root}; starting from freshly initialised weights (--allow_untrained)")
+            resolved = None
         if resolved != config.get("ckpt_path"):
-            rank_zero_info(f"--ckpt_path {config.get('ckpt_path')}: resuming from {resolved}")
+            if resolved is not None:
+                rank_zero_info(f"--ckpt_path {config.get('ckpt_path')}: resuming from {resolved}")
             config["ckpt_path"] = resolved
 
     before_fit = before_validate = before_test = before_predict = _gate_checkpoint

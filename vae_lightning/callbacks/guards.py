@@ -62,7 +62,7 @@ class NonFiniteLossGuard(Callback):
         if not clip:
             clipping = "gradient clipping is off (set --trainer.gradient_clip_val, e.g. 1.0)"
         else:
-            clipping = f"clipping by {trainer.gradient_clip_algorithm or 'norm'} at {clip} was not enough"
+            clipping = f"clipping by {getattr(trainer.gradient_clip_algorithm, 'value', trainer.gradient_clip_algorithm) or 'norm'} at {clip} was not enough"
         checkpoint = _last_checkpoint(trainer)
         kept = f"the last good checkpoint, {checkpoint}, is kept" if checkpoint else "no checkpoint had been written yet"
         return (

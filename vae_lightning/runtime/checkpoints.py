@@ -44,6 +44,14 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # bytes that are no checkpoint fail in many ways (UnpicklingError, KeyError, ...)
+        with path.open("rb") as f:
+            zipped = f.read(4) == b"PK\x03\x04"  # torch.save's format: a zip archive, its index at the end
+        if zipped and isinstance(err, RuntimeError):
+            raise CheckpointError(
+                f"{path} is incomplete: a PyTorch file cut short ({path.stat().st_size:,} bytes, its index missing), "
+                f"as a copy or a save that was interrupted leaves it. Copy it again, or pass another checkpoint "
+                f"(e.g. the run's other .ckpt files, or {_EXAMPLE})."
+            ) from err
         raise CheckpointError(
             f"{path} is not a checkpoint that can be loaded safely ({type(err).__name__}): it is not a "
             f"PyTorch file, or it holds objects other than tensors and plain values, which could run code "
