@@ -1,0 +1,1 @@
+"""The measuring tools: run from the repository root as ``python -m tools.<name>``."""
