@@ -111,7 +111,7 @@ def test_no_feature_network_means_no_sample_metrics(trained_run: Path, cli_args:
 
 
 def test_a_missing_feature_network_is_an_error_naming_the_option(cli_args: list[str], capsys: pytest.CaptureFixture) -> None:
-    assert run_cli(["test", *cli_args, "--evaluation.feature_network=nowhere/features.pt"]) == 2
+    assert run_cli(["test", *cli_args, "--evaluation.feature_network=nowhere/features.pt", "--allow_untrained=true"]) == 2
     err = capsys.readouterr().err
     assert "error: evaluation.feature_network: no weights at 'nowhere/features.pt'" in err and "train_features" in err
     assert "Traceback" not in err
@@ -120,7 +120,7 @@ def test_a_missing_feature_network_is_an_error_naming_the_option(cli_args: list[
 def test_a_feature_network_of_another_image_shape_is_not_used(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     write_shapes_folder(tmp_path / "shapes", train_per_class=4, test_per_class=4, size=16)
     args = ["test", "--config", str(DEFAULT_CONFIG), "--data.dataset=image_folder", f"--data.data_dir={tmp_path / 'shapes'}",
-            "--data.val_size=2", f"--trainer.default_root_dir={tmp_path}", "--trainer.accelerator=cpu", "--evaluation.iwae_samples=[]"]  # fmt: skip
+            "--data.val_size=2", f"--trainer.default_root_dir={tmp_path}", "--trainer.accelerator=cpu", "--evaluation.iwae_samples=[]", "--allow_untrained=true"]  # fmt: skip
     with pytest.warns(UserWarning, match=r"no sample metrics: the feature network mnist.pt was trained on mnist images of \(1, 28, 28\)"):
         cli = main(args)
     assert "test/psnr" in cli.trainer.callback_metrics and "test/fid" not in cli.trainer.callback_metrics
