@@ -26,6 +26,7 @@ from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMe
 from vae_lightning.corruption import add_noise, seeded_generator
 from vae_lightning.latent import posterior_std
 from vae_lightning.quality import SampleQuality, load_feature_network
+from vae_lightning.quality.metrics import checked_image_count
 from vae_lightning.quality.network import LoadedFeatureNetwork
 
 
@@ -139,10 +140,8 @@ class Evaluator(Callback):
             raise ValueError(f"iwae_chunk_size must be at least 1, got {iwae_chunk_size}")
         if denoise_std < 0:
             raise ValueError(f"denoise_std must be >= 0, got {denoise_std}")
-        if quality_images < 4:
-            raise ValueError(f"quality_images must be at least 4 (precision and recall's 3 nearest neighbours and the image), got {quality_images}")
+        self.quality_images = checked_image_count("quality_images", quality_images)
         self.features: LoadedFeatureNetwork | None = load_feature_network(feature_network) if feature_network else None
-        self.quality_images = quality_images
         self.iwae_samples = list(iwae_samples)
         self.iwae_chunk_size = iwae_chunk_size
         self.denoise_std = denoise_std
@@ -207,10 +206,8 @@ class Evaluator(Callback):
     @torch.no_grad()
     def _log_sample_quality(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """As many prior samples as test images were kept, then the metrics of both comparisons."""
-        quality, generator = self.quality, torch.Generator().manual_seed(trainer.global_rank)
-        total = quality.count()
-        while (done := quality.count("samples")) < total:
-            quality.update(samples=pl_module.generate(min(1000, total - done), generator))
+        quality = self.quality
+        total = quality.add_prior_samples(pl_module.generate, torch.Generator().manual_seed(trainer.global_rank))
         scores = {f"test/{name}": value for name, value in quality.compute("samples").items()}
         scores |= {f"test/recon_{name}": value for name, value in quality.compute("reconstructions").items()}
         rank_zero_info(f"Evaluator: test/fid, kid, precision, recall of {total} prior samples (test/recon_*: of the reconstructions) "

@@ -11,7 +11,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from vae_lightning.callbacks.schedule import checked_every_n_epochs, due_after_validation
 from vae_lightning.quality import SampleQuality, load_feature_network
-from vae_lightning.quality.metrics import METRIC_NAMES
+from vae_lightning.quality.metrics import METRIC_NAMES, checked_image_count
 
 
 class SampleQualityMonitor(Callback):
@@ -40,10 +40,8 @@ class SampleQualityMonitor(Callback):
         super().__init__()
         if unknown := set(metrics) - set(METRIC_NAMES):
             raise ValueError(f"metrics must be among {list(METRIC_NAMES)}, got {sorted(unknown)}")
-        if num_images < 4:
-            raise ValueError(f"num_images must be at least 4 (precision and recall's 3 nearest neighbours and the image), got {num_images}")
         self.every_n_epochs = checked_every_n_epochs(every_n_epochs)
-        self.num_images = num_images
+        self.num_images = checked_image_count("num_images", num_images)
         self.feature_network = feature_network
         self.metrics = list(metrics)
         self.seed = seed
@@ -66,10 +64,7 @@ class SampleQualityMonitor(Callback):
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.quality is None or self.quality.count() < self.quality.min_images or not due_after_validation(trainer, self.every_n_epochs):
             return
-        generator = torch.Generator().manual_seed(self.seed + trainer.global_rank)
-        total = self.quality.count()
-        while (done := self.quality.count("samples")) < total:
-            self.quality.update(samples=pl_module.generate(min(1000, total - done), generator))
+        self.quality.add_prior_samples(pl_module.generate, torch.Generator().manual_seed(self.seed + trainer.global_rank))
         scores = self.quality.compute("samples", self.metrics)
         pl_module.log_dict({f"val/{name}": value.to(pl_module.device) for name, value in scores.items()}, sync_dist=False)
         self.quality.reset(real=False)

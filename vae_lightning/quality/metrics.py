@@ -20,7 +20,7 @@ on features is the same computation, without the files.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -32,6 +32,16 @@ from vae_lightning.quality.network import FeatureNetwork
 
 #: What :meth:`SampleQuality.compute` can give, per comparison.
 METRIC_NAMES = ("fid", "kid", "precision", "recall")
+
+
+def checked_image_count(name: str, count: int, neighbourhood: int = 3) -> int:
+    """``count`` if enough images for the metrics (precision and recall's ``neighbourhood``
+    nearest neighbours and the image itself), else a ``ValueError`` naming ``name``."""
+    if count < neighbourhood + 1:
+        raise ValueError(
+            f"{name} must be at least {neighbourhood + 1} (precision and recall's {neighbourhood} nearest neighbours and the image), got {count}"
+        )
+    return count
 
 
 class _GivenFeatures(nn.Module):
@@ -77,6 +87,15 @@ class SampleQuality(nn.Module):
             self.real.update(self.features(real))
         for kind, images in generated.items():
             self.generated[kind].update(self.features(images))
+
+    @torch.no_grad()
+    def add_prior_samples(self, generate: Callable[[int, torch.Generator], Tensor], generator: torch.Generator, chunk: int = 1000) -> int:
+        """Add ``samples`` from ``generate(n, generator)`` (a module's draws from its prior), ``chunk``
+        at a time, until there are as many as real images; returns that count."""
+        total = self.count()
+        while (done := self.count("samples")) < total:
+            self.update(samples=generate(min(chunk, total - done), generator))
+        return total
 
     def count(self, kind: str | None = None) -> int:
         """Images added so far on this process: real ones, or of one generated kind."""

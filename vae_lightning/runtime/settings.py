@@ -7,8 +7,8 @@ file there would end in a ``NotADirectoryError`` traceback once the run had star
 from __future__ import annotations
 
 import math
-import re
 import os
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -82,7 +82,7 @@ def unwritable_folder(path: str | Path | None, option: str) -> str | None:
         return None
     if not existing.is_dir():
         return f"{option} {path}: {existing} is a file, not a folder. Pass a folder for the run's files (e.g. {option} runs)."
-    if existing.is_dir() and not os.access(existing, os.W_OK | os.X_OK):
+    if not os.access(existing, os.W_OK | os.X_OK):
         return f"{option} {path}: the folder {existing} cannot be written. Pass a folder you can write to (e.g. {option} runs)."
     return None
 
