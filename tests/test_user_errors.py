@@ -13,6 +13,7 @@ import pytest
 from helpers.runs import cpu_run_args, run_command
 
 from vae_lightning.cli import run_cli
+from vae_lightning.runtime import settings
 from vae_lightning.runtime.errors import (
     TRACEBACK_ENV,
     DataNotFoundError,
@@ -272,3 +273,23 @@ def test_a_value_of_the_wrong_type_names_the_key_and_the_expected_type_in_one_li
     status, err = in_process(["fit", *cpu_run_args(mnist_dir, tmp_path), option], capsys)
     assert status == 2 and f"error: {shown} Give a value of that type" in err
     assert "Union subtypes" not in err and "<class" not in err
+
+
+@pytest.mark.parametrize("logs_writable", [True, False], ids=["logs-folder-writable", "nothing-writable"])
+def test_a_read_only_root_folder_is_refused_only_when_its_lightning_logs_cannot_be_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, logs_writable: bool
+) -> None:
+    """The Docker image's layout: /app belongs to root, /app/lightning_logs to the run's user.
+    Permissions are emulated (the tests may run as root, for whom every folder is writable)."""
+    root = tmp_path / "app"
+    (root / "lightning_logs").mkdir(parents=True)
+    writable = {root / "lightning_logs"} if logs_writable else set()
+    monkeypatch.setattr(settings.os, "access", lambda path, mode: Path(path) in writable)
+    problem = settings.unwritable_folder(root, "--trainer.default_root_dir", "lightning_logs")
+    if logs_writable:
+        assert problem is None
+    else:
+        assert problem == (
+            f"--trainer.default_root_dir {root}: the folder {root / 'lightning_logs'} cannot be written. "
+            "Pass a folder you can write to (e.g. --trainer.default_root_dir runs)."
+        )

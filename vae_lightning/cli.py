@@ -112,7 +112,7 @@ class VAECLI(LightningCLI):
         trainer = config.get("trainer") or {}
         logger = trainer.get("logger")
         save_dir = (logger.get("init_args") or {}).get("save_dir") if isinstance(logger, (dict, Namespace)) else None
-        if problem := (settings.non_finite_setting(config) or settings.unwritable_folder(trainer.get("default_root_dir"), "--trainer.default_root_dir")
+        if problem := (settings.non_finite_setting(config) or settings.unwritable_folder(trainer.get("default_root_dir"), "--trainer.default_root_dir", "lightning_logs")
                        or settings.unwritable_folder(save_dir, "--trainer.logger.init_args.save_dir")):
             parser.error(problem)
         if subcommand in EVALUATING and config.get("ckpt_path") is None and not config.get("allow_untrained"):

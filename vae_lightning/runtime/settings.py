@@ -72,12 +72,15 @@ def non_finite_setting(settings: Mapping[str, Any] | Namespace) -> str | None:
     return None
 
 
-def unwritable_folder(path: str | Path | None, option: str) -> str | None:
-    """Why the run could not write under ``path`` (an existing file, a read-only folder), or ``None``."""
+def unwritable_folder(path: str | Path | None, option: str, written: str = "") -> str | None:
+    """Why the run could not write under ``path`` (an existing file, a read-only folder), or ``None``.
+    ``written`` is the subfolder the run actually writes into (``lightning_logs`` under the root
+    folder): a read-only root holding a writable one, as in the Docker image, is fine."""
     if path is None or "://" in str(path):
         return None
     path = Path(path)
-    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    target = path / written
+    existing = next((p for p in (target, *target.parents) if p.exists()), None)
     if existing is None:
         return None
     if not existing.is_dir():
