@@ -65,7 +65,7 @@ def test_two_workers_on_sqlite_train_each_setting_once_each_showing_its_progress
         assert {int(n) for n, *_ in lines} == by_worker[pid] and len(lines) == len(by_worker[pid])
         for number, value, seed, loss in lines:
             trial = study.trials[int(number)]
-            assert (trial.params[CLIP], trial.params["seed"]) == ({"0.5": 0.5, "none": None}[value], int(seed))
+            assert (trial.user_attrs["setting"][CLIP], trial.user_attrs["seed"]) == ({"0.5": 0.5, "none": None}[value], int(seed))
             assert f"{trial.value:.2f}" == loss
         # the bar over the whole study: it waited for the other worker, so it ends at 4/4
         assert re.search(r"sweep_fast: 100%\|.*\| 4/4 \[\d\d:\d\d<.*best \d+\.\d\d \(gradient_clip_val=", err)
@@ -106,7 +106,7 @@ def test_two_workers_on_postgres_train_each_setting_once_and_rerun_a_killed_work
     assert study.trials[victim.number].state == TrialState.FAIL and "fail_reason" not in study.trials[victim.number].user_attrs
     (rerun,) = [t for t in study.trials if t.system_attrs.get("failed_trial") == victim.number]
     assert rerun.state == TrialState.COMPLETE and rerun.user_attrs["worker"].endswith(f":{survivor.pid}")
-    assert rerun.params == victim.params
+    assert (rerun.user_attrs["setting"], rerun.user_attrs["seed"]) == (victim.user_attrs["setting"], victim.user_attrs["seed"])
     assert not (tmp_path / "runs" / "sweep_fast" / "study.db").exists()  # the PostgreSQL study only
 
     # the report from PostgreSQL gives the table of the same sweep on SQLite (wall times aside)
