@@ -1,7 +1,8 @@
 """Several worker processes on one study, started as docs/experiments.md starts them: on the default SQLite
-file and on a PostgreSQL server, every setting x seed trained exactly once, a killed worker's trial
-run again by the other, each worker's console (a progress bar and a line per trial, Lightning's
-own output only in each trial's log.txt), and the same report from either database."""
+file and on a PostgreSQL server, every setting x seed trained exactly once (also when two race on a
+grid grown since its first trials), a killed worker's trial run again by the other, each worker's
+console (a progress bar and a line per trial, Lightning's own output only in each trial's
+log.txt), and the same report from either database."""
 
 from __future__ import annotations
 
@@ -127,3 +128,29 @@ def wait_for_study(url: str) -> optuna.Study:
         except (KeyError, sqlalchemy.exc.SQLAlchemyError):  # not created yet
             time.sleep(0.1)
     raise AssertionError("no worker created the study")
+
+
+def test_two_workers_on_postgres_race_on_a_grown_grid_and_train_only_the_missing_points(
+    tmp_path: Path, mnist_dir: Path, postgres_url: str
+) -> None:
+    assert experiments_main(["run", str(write_experiment(tmp_path, mnist_dir, {CLIP: [0.5]}, [0])), "--fast", "--no-report",
+                             "--storage", postgres_url]) == 0
+    (first,) = wait_for_study(postgres_url).trials
+
+    experiment_file = write_experiment(tmp_path, mnist_dir, GRID, SEEDS)  # a value and a seed added: three points missing
+    workers = [start_worker(experiment_file, "--storage", postgres_url) for _ in range(2)]
+    try:
+        consoles = [finish(worker) for worker in workers]
+    finally:
+        for worker in workers:
+            worker.kill()
+            worker.communicate()
+
+    study = wait_for_study(postgres_url)
+    assert grid_points(study) == EVERY_POINT_ONCE
+    assert study.trials[first.number].datetime_complete == first.datetime_complete
+    assert all(t.state == TrialState.COMPLETE or "duplicate_of" in t.user_attrs for t in study.trials)
+    new = [t for t in study.trials if t.state == TrialState.COMPLETE and t.number != first.number]
+    assert {t.user_attrs["worker"].rsplit(":", 1)[1] for t in new} <= {str(w.pid) for w in workers} and len(new) == 3
+    assert len(list((tmp_path / "runs" / "sweep_fast" / "trials").iterdir())) == 4
+    assert all("Traceback" not in err and "error:" not in err for _, err in consoles)

@@ -124,7 +124,7 @@ def check_context(experiment: Experiment, trials: list[FrozenTrial], current: di
     if lines:
         changes = "\n".join(f"  - {line}" for line in lines)
         raise ExperimentError(
-            f"study {study_name!r} holds trials run with other settings than {experiment.name!r} now gives:\n{changes}\n"
-            "Its results would mix the two. Either give the experiment a new name (name: in the experiment file) "
+            f"study {study_name!r} holds trials run with other settings than this run's:\n{changes}\n"
+            "Its report would mix the two. Either give the experiment a new name (name: in the experiment file) "
             "for a study of its own, or run again with --restart to discard the old trials (their run folders "
-            f"stay on disk under {experiment.output_dir}).")
+            f"stay on disk in {experiment.output_dir / study_name}).")
