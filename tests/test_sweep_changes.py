@@ -122,3 +122,14 @@ def test_restart_discards_the_old_trials_and_keeps_their_run_folders(tmp_path: P
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["model"]["network"]["init_args"]["latent_dim"] == 3
     assert file_digests(old_trials) == old_files
     assert [row[6] for row in report_rows(tmp_path)] == ["1/1"]
+
+
+def test_a_study_whose_trials_record_nothing_is_refused_in_one_line(tmp_path: Path, mnist_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    experiment_file = write_experiment(tmp_path, mnist_dir, {CLIP: [0.5]}, seeds=[0])
+    study = load_study(experiment_file)  # trials as an earlier version stored them: the point in params only
+    study.enqueue_trial({CLIP: 0.5, "seed": 0})
+    assert run(experiment_file) == 2
+    err = capsys.readouterr().err
+    assert "  - the trials do not record what they were run with (run by an earlier version of the sweep)\n" in err
+    assert err.count("  - ") == 1 and "--restart" in err
+    assert [t.state for t in load_study(experiment_file).trials] == [TrialState.WAITING]  # nothing trained or failed

@@ -93,7 +93,7 @@ def _show(value: Any) -> str:
 def _difference(name: str, old: Any, new: Any, experiment: Experiment) -> str:
     """One line of the refusal: what ``name`` was in the study's trials, and what it is now."""
     if old is None:
-        return f"{CONTEXT[name]}: not recorded (trials from an earlier version of the sweep)"
+        return f"{CONTEXT[name]}: not recorded"
     if name == "base_config_sha256":
         return f"{CONTEXT[name]} {str(experiment.base_config)!r}: edited since (SHA-256 {old[:12]}… now {new[:12]}…)"
     if isinstance(old, dict) and isinstance(new, dict):
@@ -112,6 +112,10 @@ def check_context(experiment: Experiment, trials: list[FrozenTrial], current: di
     lines: list[str] = []
     seen_args: list[Any] = []
     for trial in trials:
+        if not any(name in trial.user_attrs for name in CONTEXT):
+            line = "the trials do not record what they were run with (run by an earlier version of the sweep)"
+            lines += [line] if line not in lines else []
+            continue
         for name in names:
             old = trial.user_attrs.get(name)
             if old != current[name]:
