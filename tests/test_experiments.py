@@ -71,8 +71,8 @@ def load_study(experiment_file: Path) -> optuna.Study:
 
 
 def grid_points(study: optuna.Study, key: str = CLIP) -> Counter:
-    """How many trials settled each (value, seed)."""
-    return Counter((t.params[key], t.params["seed"]) for t in study.get_trials() if is_result(t))
+    """How many trials settled each (value, seed), as the trials record them."""
+    return Counter((t.user_attrs["setting"][key], t.user_attrs["seed"]) for t in study.get_trials() if is_result(t))
 
 
 def table_rows(markdown: str) -> list[list[str]]:
@@ -150,7 +150,7 @@ def test_a_diverging_run_is_recorded_as_failed_with_its_reason_and_the_sweep_goe
     assert experiments_main(["run", str(experiment_file), "--fast"]) == 0
 
     study = load_study(experiment_file)
-    by_lr = {t.params[lr]: t for t in study.trials}
+    by_lr = {t.user_attrs["setting"][lr]: t for t in study.trials}
     assert by_lr[1.0e30].state == TrialState.FAIL
     assert "nan" in by_lr[1.0e30].user_attrs["fail_reason"].lower()
     assert by_lr[0.003].state == TrialState.COMPLETE

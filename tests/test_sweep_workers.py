@@ -1,7 +1,8 @@
 """Several worker processes on one study, started as docs/experiments.md starts them: on the default SQLite
-file and on a PostgreSQL server, every setting x seed trained exactly once, a killed worker's trial
-run again by the other, each worker's console (a progress bar and a line per trial, Lightning's
-own output only in each trial's log.txt), and the same report from either database."""
+file and on a PostgreSQL server, every setting x seed trained exactly once (also when two race on a
+grid grown since its first trials), a killed worker's trial run again by the other, each worker's
+console (a progress bar and a line per trial, Lightning's own output only in each trial's
+log.txt), and the same report from either database."""
 
 from __future__ import annotations
 
@@ -65,7 +66,7 @@ def test_two_workers_on_sqlite_train_each_setting_once_each_showing_its_progress
         assert {int(n) for n, *_ in lines} == by_worker[pid] and len(lines) == len(by_worker[pid])
         for number, value, seed, loss in lines:
             trial = study.trials[int(number)]
-            assert (trial.params[CLIP], trial.params["seed"]) == ({"0.5": 0.5, "none": None}[value], int(seed))
+            assert (trial.user_attrs["setting"][CLIP], trial.user_attrs["seed"]) == ({"0.5": 0.5, "none": None}[value], int(seed))
             assert f"{trial.value:.2f}" == loss
         # the bar over the whole study: it waited for the other worker, so it ends at 4/4
         assert re.search(r"sweep_fast: 100%\|.*\| 4/4 \[\d\d:\d\d<.*best \d+\.\d\d \(gradient_clip_val=", err)
@@ -106,7 +107,7 @@ def test_two_workers_on_postgres_train_each_setting_once_and_rerun_a_killed_work
     assert study.trials[victim.number].state == TrialState.FAIL and "fail_reason" not in study.trials[victim.number].user_attrs
     (rerun,) = [t for t in study.trials if t.system_attrs.get("failed_trial") == victim.number]
     assert rerun.state == TrialState.COMPLETE and rerun.user_attrs["worker"].endswith(f":{survivor.pid}")
-    assert rerun.params == victim.params
+    assert (rerun.user_attrs["setting"], rerun.user_attrs["seed"]) == (victim.user_attrs["setting"], victim.user_attrs["seed"])
     assert not (tmp_path / "runs" / "sweep_fast" / "study.db").exists()  # the PostgreSQL study only
 
     # the report from PostgreSQL gives the table of the same sweep on SQLite (wall times aside)
@@ -127,3 +128,29 @@ def wait_for_study(url: str) -> optuna.Study:
         except (KeyError, sqlalchemy.exc.SQLAlchemyError):  # not created yet
             time.sleep(0.1)
     raise AssertionError("no worker created the study")
+
+
+def test_two_workers_on_postgres_race_on_a_grown_grid_and_train_only_the_missing_points(
+    tmp_path: Path, mnist_dir: Path, postgres_url: str
+) -> None:
+    assert experiments_main(["run", str(write_experiment(tmp_path, mnist_dir, {CLIP: [0.5]}, [0])), "--fast", "--no-report",
+                             "--storage", postgres_url]) == 0
+    (first,) = wait_for_study(postgres_url).trials
+
+    experiment_file = write_experiment(tmp_path, mnist_dir, GRID, SEEDS)  # a value and a seed added: three points missing
+    workers = [start_worker(experiment_file, "--storage", postgres_url) for _ in range(2)]
+    try:
+        consoles = [finish(worker) for worker in workers]
+    finally:
+        for worker in workers:
+            worker.kill()
+            worker.communicate()
+
+    study = wait_for_study(postgres_url)
+    assert grid_points(study) == EVERY_POINT_ONCE
+    assert study.trials[first.number].datetime_complete == first.datetime_complete
+    assert all(t.state == TrialState.COMPLETE or "duplicate_of" in t.user_attrs for t in study.trials)
+    new = [t for t in study.trials if t.state == TrialState.COMPLETE and t.number != first.number]
+    assert {t.user_attrs["worker"].rsplit(":", 1)[1] for t in new} <= {str(w.pid) for w in workers} and len(new) == 3
+    assert len(list((tmp_path / "runs" / "sweep_fast" / "trials").iterdir())) == 4
+    assert all("Traceback" not in err and "error:" not in err for _, err in consoles)

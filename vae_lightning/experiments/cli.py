@@ -13,8 +13,9 @@ import optuna
 import torch
 
 from vae_lightning.experiments.report import make_report
+from vae_lightning.experiments.record import check_context, context
 from vae_lightning.experiments.spec import ExperimentError, load_experiment
-from vae_lightning.experiments.study import Sweep, open_study
+from vae_lightning.experiments.study import Sweep, counted, open_study
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--fast", action="store_true", help="the experiment's reduced runs (few batches and epochs), in their own study")
         command.add_argument("--out", type=Path, help="folder for figures and table (default: <output_dir>/<name>/report)")
     run.add_argument("--n-trials", type=int, help="train at most this many trials in this process, then stop")
+    run.add_argument("--restart", action="store_true", help="discard the study's trials and start it afresh (their run folders stay "
+                     "on disk); for a study whose trials ran with other settings. Give it to one worker only")
     run.add_argument("--no-report", action="store_true", help="skip writing the report at the end")
     run.add_argument("--threads", type=int, help="torch CPU threads of this worker (1 is fastest on a busy machine; one worker per core)")
     run.add_argument("--grace-period", type=int, default=60, help="seconds without a heartbeat after which a worker's trial runs again")
@@ -55,12 +58,14 @@ def main(argv: list[str] | None = None) -> int:
                 raise ExperimentError("--n-trials and --grace-period must be at least 1")
             if args.threads is not None:
                 torch.set_num_threads(args.threads)
-            study = open_study(experiment, fast=args.fast, storage=args.storage, grace_period=args.grace_period)
+            study = open_study(experiment, fast=args.fast, storage=args.storage, grace_period=args.grace_period, restart=args.restart)
             Sweep(experiment, study, fast=args.fast, extra_args=extra, max_trials=args.n_trials, verbose=verbose).run()
             if args.no_report:
                 return 0
         else:
             study = open_study(experiment, fast=args.fast, storage=args.storage)
+            trials = counted(experiment, study.get_trials(deepcopy=False))
+            check_context(experiment, trials, context(experiment, args.fast, []), study.study_name, compare_extra_args=False)
         print(f"report: {make_report(experiment, study, args.out or experiment.run_dir(args.fast) / 'report', fast=args.fast)}")
     except ExperimentError as err:
         print(f"error: {err}", file=sys.stderr)

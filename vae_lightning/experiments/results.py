@@ -15,7 +15,8 @@ import torch
 from optuna.trial import FrozenTrial
 
 from vae_lightning.experiments.spec import Experiment, setting_label
-from vae_lightning.experiments.study import SEED, is_result
+from vae_lightning.experiments.record import trial_seed, trial_setting
+from vae_lightning.experiments.study import counted, is_result
 from vae_lightning.latent import latent_statistics
 from vae_lightning.runs import load_run, read_scalars
 
@@ -85,8 +86,8 @@ def trial_result(experiment: Experiment, trial: FrozenTrial, read_logs: bool = T
     attrs = trial.user_attrs
     result = TrialResult(
         number=trial.number,
-        setting={key: trial.params[key] for key in experiment.vary if key in trial.params},
-        seed=int(attrs.get(SEED, trial.params.get(SEED, -1))),
+        setting={key: value for key, value in trial_setting(trial).items() if key in experiment.vary},
+        seed=trial_seed(trial),
         state=trial.state.name.lower(),
         run_dir=Path(attrs["run_dir"]) if "run_dir" in attrs else None,
         **{name: attrs[name] for name in ("val_loss", "val_rl", "val_kl", "epochs", "wall_time_s", "fail_reason") if name in attrs},
@@ -105,10 +106,11 @@ def trial_result(experiment: Experiment, trial: FrozenTrial, read_logs: bool = T
 
 
 def collect(experiment: Experiment, study: optuna.Study, read_logs: bool = True) -> list[SettingResult]:
-    """The settled trials grouped by setting, seeds in order, settings in the experiment's order
-    (grid) or by first trial (search)."""
+    """The settled trials of the grid as the experiment now reads (a value taken out is left out)
+    grouped by setting, seeds in order, settings in the experiment's order (grid) or by first
+    trial (search)."""
     groups: dict[str, SettingResult] = {}
-    for trial in sorted((t for t in study.get_trials(deepcopy=False) if is_result(t)), key=lambda t: t.number):
+    for trial in sorted((t for t in counted(experiment, study.get_trials(deepcopy=False)) if is_result(t)), key=lambda t: t.number):
         result = trial_result(experiment, trial, read_logs)
         groups.setdefault(setting_label(result.setting), SettingResult(result.setting, setting_label(result.setting), [])).trials.append(result)
     for group in groups.values():
