@@ -11,9 +11,8 @@ every cell after the first (the first names the row). JSON result files give the
 Markdown result file (a report's table) gives every number it contains. Some tables are checked
 cell by cell against their result file, found by their header, wherever they are.
 
-The measurements themselves are made by the scripts beside the result files
-(``docs/results/*.py``, ``docs/diagnostics/make_figures.py``), which take minutes to hours;
-this test only reads their files.
+The measurements themselves are made by the harness in ``tools/``, which takes minutes to
+hours; this test only reads their files.
 """
 
 from __future__ import annotations
