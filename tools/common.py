@@ -134,7 +134,7 @@ def shrink_png(path: Path, colors: int = 128) -> None:
 def write_json(path: Path, result: dict[str, Any]) -> None:
     """Write ``result`` as indented JSON, the way every result file is written."""
     path.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {path.relative_to(ROOT)}")
+    print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
 
 
 def rounded(x: float, digits: int = 2) -> float:
