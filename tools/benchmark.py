@@ -53,8 +53,8 @@ def build(data_dir: str, root: str, *args: str):
 class Floor:
     """The fair floor: the CLI's module, optimizer and clipping stepped by hand, no Trainer."""
 
-    def __init__(self, data_dir: str, root: str) -> None:
-        cli = build(data_dir, root)
+    def __init__(self, data_dir: str, root: str, *args: str) -> None:
+        cli = build(data_dir, root, *args)
         self.module, datamodule = cli.model, cli.datamodule
         datamodule.setup("fit")
         self.train_x, self.val_x = datamodule.splits["train"][0], datamodule.splits["val"][0]
@@ -70,19 +70,25 @@ class Floor:
             idx = next(self._order)
         return to_pixels(self.train_x.index_select(0, idx))
 
-    def step(self) -> float:
-        """One training step (batch, forward, backward, clipping, update); its milliseconds."""
-        start = time.perf_counter()
+    def train_step(self, x: torch.Tensor) -> torch.Tensor:
+        """Forward, backward, clipping and the update, in the order Lightning runs them; the loss."""
         self.module.train()
-        loss = self.module.loss_terms(self._next_batch())["loss"]
+        loss = self.module.loss_terms(x)["loss"]
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        params = list(self.module.parameters())
-        if self.clip_algorithm == "norm":
-            torch.nn.utils.clip_grad_norm_(params, self.clip_val)
-        else:
-            torch.nn.utils.clip_grad_value_(params, self.clip_val)
+        if self.clip_val:
+            params = list(self.module.parameters())
+            if self.clip_algorithm == "norm":
+                torch.nn.utils.clip_grad_norm_(params, self.clip_val)
+            else:
+                torch.nn.utils.clip_grad_value_(params, self.clip_val)
         self.optimizer.step()
+        return loss.detach()
+
+    def step(self) -> float:
+        """One training step on the next batch (cut and converted as the project does); its milliseconds."""
+        start = time.perf_counter()
+        self.train_step(self._next_batch())
         return 1000 * (time.perf_counter() - start)
 
     @torch.no_grad()
