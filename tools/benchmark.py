@@ -55,7 +55,8 @@ class Floor:
 
     def __init__(self, data_dir: str, root: str, *args: str) -> None:
         cli = build(data_dir, root, *args)
-        self.module, datamodule = cli.model, cli.datamodule
+        self.module, self.datamodule = cli.model, cli.datamodule
+        datamodule = self.datamodule
         datamodule.setup("fit")
         self.train_x, self.val_x = datamodule.splits["train"][0], datamodule.splits["val"][0]
         self.batch_size = datamodule.batch_size
@@ -179,11 +180,6 @@ class BareModule(LightningModule):
         return self.optimizer
 
 
-def lightning_callbacks_only(trainer: Trainer) -> None:
-    """Keep only Lightning's own callbacks (checkpoints, progress bar) of the configured Trainer."""
-    trainer.callbacks = [c for c in trainer.callbacks if type(c).__module__.startswith("lightning.")]
-
-
 def paired(data_dir: str, steps: int, first: int) -> dict[str, dict[str, Any]]:
     """The three Lightning loops, 2 epochs of ``steps`` steps and the whole validation each, with
     the floor paired step by step; the order alternates from run to run."""
@@ -199,13 +195,12 @@ def paired(data_dir: str, steps: int, first: int) -> dict[str, dict[str, Any]]:
                                   gradient_clip_val=floor.clip_val, gradient_clip_algorithm=floor.clip_algorithm,
                                   enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                                   num_sanity_val_steps=0, callbacks=[pairing])
-                cli = build(data_dir, root)
-                trainer.fit(BareModule(floor), datamodule=cli.datamodule)
+                trainer.fit(BareModule(floor), datamodule=floor.datamodule)
                 out[name] = pairing.summary()
                 continue
             cli = build(data_dir, root, *limits)
-            if name == PROJECT_LIGHTNING_CALLBACKS:
-                lightning_callbacks_only(cli.trainer)
+            if name == PROJECT_LIGHTNING_CALLBACKS:  # checkpoints and the progress bar, none of the project's own
+                cli.trainer.callbacks = [c for c in cli.trainer.callbacks if type(c).__module__.startswith("lightning.")]
             clock = LogClock(cli.model)
             cli.trainer.callbacks.append(pairing)
             cli.trainer.fit(cli.model, datamodule=cli.datamodule)
