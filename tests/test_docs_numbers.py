@@ -11,9 +11,8 @@ every cell after the first (the first names the row). JSON result files give the
 Markdown result file (a report's table) gives every number it contains. Some tables are checked
 cell by cell against their result file, found by their header, wherever they are.
 
-The measurements themselves are made by the scripts beside the result files
-(``docs/results/*.py``, ``docs/diagnostics/make_figures.py``), which take minutes to hours;
-this test only reads their files.
+The measurements themselves are made by the harness in ``tools/``, which takes minutes to
+hours; this test only reads their files.
 """
 
 from __future__ import annotations
@@ -148,7 +147,9 @@ def test_a_doc_that_quotes_a_result_names_the_command_that_wrote_it(doc, files, 
         result = json.loads(path.read_text())
         command = result.get("script") or result.get("command")
         assert command, f"{relative(path)} does not name the command that wrote it (a 'script' or 'command' field)"
-        program = next((word for word in command.split() if word.endswith(".py")), command)
+        words = command.split()
+        # the program: a script's file, or python -m and its module (python -m tools.benchmark)
+        program = " ".join(words[: words.index("-m") + 2]) if "-m" in words else next((w for w in words if w.endswith(".py")), command)
         assert program in text, f"{relative(doc)} quotes {relative(path)} but does not name its command {command!r}"
 
 
@@ -200,11 +201,10 @@ def report_rows(path: Path) -> list[str]:
 
 
 #: Pages that show a result file's tables as written (page, result file): the diagnostics table,
-#: the sweeps' reports, the benchmark's tables.
+#: the sweeps' reports.
 COPIED_TABLES = [
     ("docs/diagnostics.md", ROOT / "docs/diagnostics/table.md"),
     *(("docs/experiments.md", report) for report in sorted((ROOT / "docs/experiments").glob("*.md"))),
-    *(("docs/performance.md", report) for report in sorted((ROOT / "benchmarks/results").glob("*/epoch_time_*.md"))),
 ]
 
 

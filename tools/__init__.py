@@ -1,1 +1,2 @@
-"""The measuring tools: run from the repository root as ``python -m tools.<name>``."""
+"""The project's measuring harness: result scripts, the benchmark and the screenshots, run from
+the repository root as ``python -m tools.<name>``. It imports the package, never the reverse."""

@@ -10,7 +10,7 @@ Environment variables:
 - ``VAE_LIGHTNING_DOCKER_BASE``: build on this base image instead of the stand-in (e.g. the real
   ``pytorch/pytorch`` image, where a registry can be reached).
 - ``VAE_LIGHTNING_DOCKER_TIMINGS``: a file that each timed step appends a JSON line to
-  (``tools/docker/measure.py`` reads it).
+  (``python -m tools.docker.measure`` reads it).
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ from typing import NoReturn
 
 import pytest
 
+from tools.docker import REQUIRED_ENV, TIMINGS_ENV
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STANDIN_SCRIPT = REPO_ROOT / "tools" / "docker" / "standin_base.py"
-REQUIRED_ENV = "VAE_LIGHTNING_DOCKER_REQUIRED"
 BASE_ENV = "VAE_LIGHTNING_DOCKER_BASE"
-TIMINGS_ENV = "VAE_LIGHTNING_DOCKER_TIMINGS"
 #: the uid and gid the image is built for when the tests run as root: building for root would
 #: hide a folder the image's unprivileged user cannot write
 STAND_IN_USER = (2345, 2345)

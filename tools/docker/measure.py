@@ -7,7 +7,7 @@ and the image are both made from scratch, runs the image's slow tests on it
 sizes of the base and the image, stops the engine and writes the result file that
 docs/docker.md quotes. Needs root (the engine, debootstrap); about 10 minutes on 2 cores.
 
-    python tools/docker/measure.py [--out docs/results/docker.json]
+    python -m tools.docker.measure [--out docs/results/docker.json]
 """
 
 from __future__ import annotations
@@ -21,13 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
-sys.path[:0] = [str(HERE), str(ROOT / "docs" / "results"), str(ROOT / "tests")]
+from tools.common import ROOT, LoadSampler, machine, uptime, write_json
+from tools.docker import REQUIRED_ENV, TIMINGS_ENV, standin_base
 
-import standin_base  # noqa: E402
-from common import LoadSampler, machine, uptime, write_json  # noqa: E402
-from helpers.docker_engine import REQUIRED_ENV, TIMINGS_ENV  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 ENGINE = HERE / "engine.sh"
 TEST_IMAGE = "vae-lightning:test"  # tests/test_docker.py builds it
@@ -75,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     write_json(
         args.out,
         {
-            "command": "python tools/docker/measure.py",
+            "command": "python -m tools.docker.measure",
             "tests": "python " + " ".join(TESTS),
             "what": "a private engine with an empty data root; the stand-in base made from nothing, the image built on it "
             "(classic builder, dependencies from the package index), then each container of the slow tests",

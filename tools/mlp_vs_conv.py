@@ -1,8 +1,8 @@
 """The report's MLP VAE against the convolutional VAE on MNIST, same CPU, same epochs: writes
 docs/results/mlp_vs_conv.json and docs/results/mlp_vs_conv.md.
 
-    python docs/results/mlp_vs_conv.py          # from the repository root; about 15-40 min on 2 CPU cores
-    python docs/results/mlp_vs_conv.py --threads 2   # torch's default on 2 cores, for a quiet machine
+    python -m tools.mlp_vs_conv          # from the repository root; about 15-40 min on 2 CPU cores
+    python -m tools.mlp_vs_conv --threads 2   # torch's default on 2 cores, for a quiet machine
 
 Runs, into ``runs/docs/mlp_vs_conv/<name>/``, for each network::
 
@@ -24,7 +24,6 @@ CPU seconds of each fit process (start-up included) are recorded too, which the 
 
 from __future__ import annotations
 
-import argparse
 import os
 import resource
 import shutil
@@ -33,8 +32,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import ROOT, RESULTS, cli, machine, rounded, run, write_json
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from vae_lightning.runs import read_events, read_scalars
+
+from tools.common import ROOT, RESULTS, cli, machine, rounded, run, script_parser, write_json
 
 OUT = Path("runs/docs/mlp_vs_conv")
 CONV = ["--config", "configs/conv.yaml"]
@@ -45,13 +45,6 @@ RUNS: dict[str, tuple[str, str, list[str]]] = {
     "conv_fashion_mnist": ("ConvVAE", "fashion_mnist", [*CONV, "--data.dataset", "fashion_mnist"]),
 }
 TEST_METRICS = ("loss", "rl", "kl", "iwae_k1", "iwae_k50", "psnr", "ssim")
-
-
-def tensorboard_scalars(version_dir: Path) -> dict[str, list[tuple[float, float]]]:
-    """Every scalar of one run folder's TensorBoard events: tag -> [(wall time, value), ...]."""
-    events = EventAccumulator(str(version_dir), size_guidance={"scalars": 0})
-    events.Reload()
-    return {tag: [(e.wall_time, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
 def network_parameters(checkpoint: Path) -> int:
@@ -69,15 +62,15 @@ def measure(extra: list[str], out: Path, data_dir: str, epochs: int) -> dict[str
     """Fit for ``epochs`` and test the last checkpoint; the commands, timings, loads and metrics."""
     shutil.rmtree(ROOT / out, ignore_errors=True)
     configs = ["--config", "configs/default.yaml", *extra, "--data.data_dir", data_dir]
-    logs = ["--trainer.logger.init_args.save_dir", str(out)]
+    logs = ["--trainer.default_root_dir", str(out)]
     cpu_before = _children_cpu_s()
     fit = run(cli("fit", *configs, "--trainer.max_epochs", str(epochs), *logs), ROOT / out / "fit.log")
     fit["cpu_s"] = rounded(_children_cpu_s() - cpu_before, 1)
     checkpoint = out / "lightning_logs/version_0/checkpoints/last.ckpt"
     test = run(cli("test", *configs, "--ckpt_path", str(checkpoint), *logs), ROOT / out / "test.log")
-    trained = tensorboard_scalars(ROOT / out / "lightning_logs/version_0")
-    tested = tensorboard_scalars(ROOT / out / "lightning_logs/version_1")
-    epoch_ends = [wall for wall, _ in trained["train/loss_epoch"]]
+    trained = read_scalars(ROOT / out / "lightning_logs/version_0")
+    tested = read_scalars(ROOT / out / "lightning_logs/version_1")
+    epoch_ends = sorted(e.wall_time for e in read_events(ROOT / out / "lightning_logs/version_0").Scalars("train/loss_epoch"))
     intervals = [b - a for a, b in zip(epoch_ends, epoch_ends[1:])]
     return {
         "fit": fit,
@@ -86,8 +79,8 @@ def measure(extra: list[str], out: Path, data_dir: str, epochs: int) -> dict[str
         "network_parameters": network_parameters(ROOT / checkpoint),
         "seconds_per_epoch": rounded(statistics.mean(intervals), 1),
         "epoch_intervals_s": [rounded(s, 1) for s in intervals],
-        "val_loss_per_epoch": [rounded(v) for _, v in trained["val/loss"]],
-        "test_metrics": {metric: rounded(tested[f"test/{metric}"][-1][1], 4) for metric in TEST_METRICS},
+        "val_loss_per_epoch": [rounded(v) for v in trained["val/loss"]],
+        "test_metrics": {metric: rounded(tested[f"test/{metric}"][-1], 4) for metric in TEST_METRICS},
     }
 
 
@@ -139,7 +132,7 @@ def main(data_dir: str, epochs: int, threads: int) -> None:
         "description": "configs/default.yaml (the report's MLPVAE) and with configs/conv.yaml (ConvVAE: "
         "convolutions of 32 and 64 channels, a 256-wide dense layer, latent_dim 2), the same epochs on the same "
         "machine, each tested from its last checkpoint",
-        "script": "python docs/results/mlp_vs_conv.py",
+        "script": "python -m tools.mlp_vs_conv",
         "machine": machine(),
         "torch_threads": threads,
         "epochs": epochs,
@@ -151,8 +144,7 @@ def main(data_dir: str, epochs: int, threads: int) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data_dir", default="../shared/data", help="folder holding MNIST/raw (and FashionMNIST/raw)")
+    parser = script_parser(__doc__, summarize=False)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="torch threads of each command (OMP_NUM_THREADS)")
     args = parser.parse_args()

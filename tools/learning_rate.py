@@ -1,6 +1,6 @@
 """The learning-rate table: writes docs/results/learning_rate.json and learning_rate.md.
 
-    python docs/results/learning_rate.py        # from the repository root; a few minutes on 2 CPU cores
+    python -m tools.learning_rate        # from the repository root; a few minutes on 2 CPU cores
 
 Runs, into ``runs/docs/learning_rate/lr_<lr>/``, for lr in 1e-3, 3e-3, 1e-2 and 3e-2::
 
@@ -13,11 +13,12 @@ validation loss (RL + KL) after epochs 1, 3 and 5.
 
 from __future__ import annotations
 
-import argparse
 import shutil
 from pathlib import Path
 
-from common import ROOT, RESULTS, cli, machine, per_epoch, rounded, run, scalars, write_json
+from vae_lightning.runs import read_scalars
+
+from tools.common import ROOT, RESULTS, cli, machine, rounded, run, script_parser, write_json
 
 OUT = Path("runs/docs/learning_rate")
 RATES = ("1e-3", "3e-3", "1e-2", "3e-2")
@@ -39,26 +40,25 @@ def main(data_dir: str) -> None:
         save_dir = OUT / f"lr_{lr}"
         timing = run(
             cli("fit", "--config", "configs/default.yaml", "--data.data_dir", data_dir, "--trainer.max_epochs", str(max(EPOCHS)),
-                "--model.optimizer.init_args.lr", lr, "--trainer.logger.init_args.save_dir", str(save_dir)),
+                "--model.optimizer.init_args.lr", lr, "--trainer.default_root_dir", str(save_dir)),
             ROOT / save_dir / "fit.log",
         )
-        val = per_epoch(scalars(ROOT / save_dir / "lightning_logs/version_0")["val/loss"])
+        val = read_scalars(ROOT / save_dir / "lightning_logs/version_0")["val/loss"]
         rows.append({"lr": lr, "val_loss": {str(e): rounded(val[e - 1]) for e in EPOCHS}, "val_loss_per_epoch": [rounded(v) for v in val], "fit": timing})
     result = {
         "description": "configs/default.yaml for 5 epochs at four learning rates; validation loss (RL + KL) after epochs 1, 3 and 5",
-        "script": "python docs/results/learning_rate.py",
+        "script": "python -m tools.learning_rate",
         "machine": machine(),
         "rows": rows,
     }
     write_json(RESULTS / "learning_rate.json", result)
     (RESULTS / "learning_rate.md").write_text(
-        "<!-- written by python docs/results/learning_rate.py; numbers from learning_rate.json -->\n\n"
+        "<!-- written by python -m tools.learning_rate; numbers from learning_rate.json -->\n\n"
         "Validation loss (RL + KL) of configs/default.yaml after epochs 1, 3 and 5, by learning rate:\n\n" + table(rows)
     )
     print(table(rows))
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data_dir", default="../shared/data", help="folder holding MNIST/raw")
+    parser = script_parser(__doc__, summarize=False)
     main(parser.parse_args().data_dir)

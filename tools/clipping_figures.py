@@ -1,8 +1,8 @@
 """The four short clipping runs of docs/diagnostics.md: trains them, draws the page's figures from
 their TensorBoard events and writes its table as a result file.
 
-    python docs/diagnostics/make_figures.py                 # from the repository root; about 10 min on 2 CPU cores
-    python docs/diagnostics/make_figures.py --skip-training # figures and results again from the stored runs
+    python -m tools.clipping_figures                 # from the repository root; about 10 min on 2 CPU cores
+    python -m tools.clipping_figures --skip-training # figures and results again from the stored runs
 
 Each run (into ``runs/docs/clipping/<name>/``) is the default config for 2 epochs of 200 batches,
 validated on 10 batches, with the gradients logged every 5 steps and every step checked for
@@ -25,20 +25,17 @@ import argparse
 import json
 import shutil
 import statistics
-import sys
 from pathlib import Path
 
-import matplotlib
 import yaml
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from vae_lightning.models import MLPVAE
+from vae_lightning.runs import read_events
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "results"))
-from common import ROOT, cli, machine, rounded, run, scalars, write_json  # noqa: E402
+from tools.common import ROOT, cli, machine, rounded, run, write_json
 
-from vae_lightning.models import MLPVAE  # noqa: E402
+HERE = ROOT / "docs/diagnostics"
 
 OUT = Path("runs/docs/clipping")
 # name -> (label, gradient_clip_val, gradient_clip_algorithm)
@@ -77,7 +74,7 @@ def train(data_dir: str) -> dict[str, dict]:
         timings[name] = run(
             cli("fit", "--config", "configs/default.yaml", "--config", str(overlay), "--data.data_dir", data_dir, *TRAIN_ARGS,
                 "--trainer.gradient_clip_val", clip_val, "--trainer.gradient_clip_algorithm", algorithm,
-                "--trainer.logger.init_args.save_dir", str(save_dir)),
+                "--trainer.default_root_dir", str(save_dir)),
             ROOT / save_dir / "fit.log",
         )
     return timings
@@ -86,7 +83,9 @@ def train(data_dir: str) -> dict[str, dict]:
 def run_scalars(name: str) -> dict[str, tuple[list[int], list[float]]]:
     """Every scalar of the run's (single) TensorBoard log: tag -> (steps, values)."""
     (log_dir,) = list((ROOT / OUT / name).glob("lightning_logs/version_*"))
-    return {tag: ([s for s, _ in pairs], [v for _, v in pairs]) for tag, pairs in scalars(log_dir).items()}
+    events = read_events(log_dir)
+    series = {tag: sorted((e.step, e.value) for e in events.Scalars(tag)) for tag in events.Tags()["scalars"]}
+    return {tag: ([s for s, _ in pairs], [v for _, v in pairs]) for tag, pairs in series.items()}
 
 
 def figures(data: dict[str, dict]) -> None:
@@ -98,7 +97,8 @@ def figures(data: dict[str, dict]) -> None:
         ("grad/clipped_element_fraction", "fraction of elements clipped (by value)", "linear"),
         ("train/loss_step", "training loss (RL + KL)", "log"),
     ]
-    fig, axes = plt.subplots(2, 2, figsize=(9, 6.2), sharex=True)
+    fig = Figure(figsize=(9, 6.2))
+    axes = fig.subplots(2, 2, sharex=True)
     for ax, (tag, title, scale) in zip(axes.flat, panels):
         for name, tags in data.items():
             if tag in tags:
@@ -112,7 +112,8 @@ def figures(data: dict[str, dict]) -> None:
     fig.tight_layout()
     fig.savefig(HERE / "clipping.png", dpi=80)
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), sharey=True)
+    fig = Figure(figsize=(9, 3.2))
+    axes = fig.subplots(1, 2, sharey=True)
     for ax, layer in zip(axes, (FIRST_LAYER, OUTPUT_LAYER)):
         for name, tags in data.items():
             ax.plot(*tags[f"grad/update_ratio/{layer}"], label=labels[name], lw=1, color=colors[name])
@@ -213,14 +214,14 @@ def main(data_dir: str, skip_training: bool) -> None:
     write_json(results_path, {
         "description": "four runs of configs/default.yaml, 2 epochs of 200 batches, validated on 10 batches, "
         "gradients logged every 5 steps with every step checked for clipping; only the clipping differs",
-        "script": "python docs/diagnostics/make_figures.py",
+        "script": "python -m tools.clipping_figures",
         "machine": machine_info,
         "runs_commands": timings,
         "parameters": sum(p.numel() for p in MLPVAE().parameters()),  # the default network's weights and biases
         "runs": rows,
     })
     (HERE / "table.md").write_text(
-        "<!-- written by python docs/diagnostics/make_figures.py; numbers from results.json -->\n\n" + table(rows)
+        "<!-- written by python -m tools.clipping_figures; numbers from results.json -->\n\n" + table(rows)
     )
     print(table(rows))
 

@@ -1,13 +1,14 @@
 """The default run, as the README's quick start trains and tests it: writes docs/results/default_run.json
 and the README's pictures in docs/pictures/.
 
-    python docs/results/default_run.py          # from the repository root; a few minutes on 2 CPU cores
+    python -m tools.default_run          # from the repository root; a few minutes on 2 CPU cores
 
 Runs, into ``runs/docs/default/``::
 
-    python -m vae_lightning fit --config configs/default.yaml --data.data_dir ../shared/data
+    python -m vae_lightning fit --config configs/default.yaml --data.data_dir ../shared/data \\
+        --trainer.default_root_dir runs/docs/default
     python -m vae_lightning test --config configs/default.yaml --data.data_dir ../shared/data \\
-        --ckpt_path <run>/checkpoints/last.ckpt
+        --ckpt_path <run>/checkpoints/last.ckpt --trainer.default_root_dir runs/docs/default
     python -m vae_lightning.explore --ckpt_path <run>/checkpoints/last.ckpt --out docs/pictures
 
 (the pictures then rewritten with a palette of 128 colours, to keep them small).
@@ -18,12 +19,13 @@ the machine, its load (``uptime``) and the torch and Lightning versions.
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 from pathlib import Path
 
-from common import ROOT, RESULTS, cli, machine, per_epoch, rounded, scalars, shrink_png, test_metrics, timed_commands, write_json
+from vae_lightning.runs import read_scalars
+
+from tools.common import ROOT, RESULTS, cli, machine, rounded, script_parser, shrink_png, test_metrics, timed_commands, write_json
 
 OUT = Path("runs/docs/default")
 PICTURES = Path("docs/pictures")
@@ -32,7 +34,7 @@ PICTURES = Path("docs/pictures")
 def main(data_dir: str, summarize_only: bool) -> None:
     version = OUT / "lightning_logs/version_0"
     ckpt = version / "checkpoints/last.ckpt"
-    logger = ["--trainer.logger.init_args.save_dir", str(OUT)]
+    logger = ["--trainer.default_root_dir", str(OUT)]
     commands = None
     if not summarize_only:
         shutil.rmtree(ROOT / OUT, ignore_errors=True)
@@ -47,15 +49,15 @@ def main(data_dir: str, summarize_only: bool) -> None:
     if commands is not None:
         for picture in (ROOT / PICTURES).glob("*.png"):
             shrink_png(picture)
-    trained = scalars(ROOT / version)
+    trained = read_scalars(ROOT / version)
     tested = test_metrics(ROOT / OUT / "lightning_logs/version_1")
-    val = per_epoch(trained["val/loss"])
-    val_rl, val_kl = per_epoch(trained["val/rl"]), per_epoch(trained["val/kl"])
+    val = trained["val/loss"]
+    val_rl, val_kl = trained["val/rl"], trained["val/kl"]
     fit_s = timings["fit"]["wall_time_s"]
     result = {
         "description": "configs/default.yaml (784-512-256-2 MLP VAE, RL + KL, SGD lr 3e-3 momentum 0.9, clip value 1.0, "
         "batch 128, 20 epochs), tested on the 10,000 test images with its last checkpoint",
-        "script": "python docs/results/default_run.py",
+        "script": "python -m tools.default_run",
         "machine": machine(),
         **timings,
         "epochs": len(val),
@@ -71,15 +73,12 @@ def main(data_dir: str, summarize_only: bool) -> None:
         "test_rl": rounded(tested["rl"]),
         "test_kl": rounded(tested["kl"]),
         "test_metrics": tested,
-        "active_units": int(trained["latent/active_units"][-1][1]),
+        "active_units": int(trained["latent/active_units"][-1]),
         "pictures": sorted(str(p.relative_to(ROOT)) for p in (ROOT / PICTURES).glob("*.png")),
     }
     write_json(RESULTS / "default_run.json", result)
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data_dir", default="../shared/data", help="folder holding MNIST/raw")
-    parser.add_argument("--summarize-only", action="store_true", help="write the result file again from the stored runs")
-    args = parser.parse_args()
+    args = script_parser(__doc__).parse_args()
     main(args.data_dir, args.summarize_only)

@@ -1,10 +1,7 @@
-"""Shared helpers of the measurement scripts in docs/results/: run a command of the project's CLI
-and time it, record the machine and its load, read a run's TensorBoard scalars, write results.
-
-Every script here runs from the repository root, writes its runs under ``runs/docs/`` (not kept
-in git) and its result file beside itself; the docs quote the result files, and
-``tests/test_docs_numbers.py`` checks that they agree.
-"""
+"""What every measuring script shares: run a command of the CLI and time it with the machine's
+load, the machine's facts, a run's TensorBoard scalars (read through ``vae_lightning.runs``), and
+writing a result file. Runs go under ``runs/docs/`` (not kept in git); results into
+``docs/results/``, which the docs quote and ``tests/test_docs_numbers.py`` checks."""
 
 from __future__ import annotations
 
@@ -19,12 +16,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent
-ROOT = RESULTS.parents[1]
+from vae_lightning.runs import read_scalars
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "docs/results"
 
 
 def uptime() -> str:
-    """The output of ``uptime``: load averages over 1, 5 and 15 minutes."""
+    """The 1, 5 and 15-minute load averages, as ``uptime`` prints them."""
     try:
         return subprocess.run(["uptime"], capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
@@ -38,11 +37,8 @@ def machine() -> dict[str, Any]:
 
     cpu = platform.processor()
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
+    except (OSError, StopIteration):
         pass
     return {
         "cpu": cpu,
@@ -82,10 +78,14 @@ class LoadSampler:
         return {"load_1min_mean": round(sum(s) / len(s), 2), "load_1min_max": round(max(s), 2)}
 
 
+def cli(*args: str) -> list[str]:
+    """``python -m vae_lightning <args>`` with this interpreter."""
+    return [sys.executable, "-m", "vae_lightning", *args]
+
+
 def run(args: list[str], log: Path) -> dict[str, Any]:
     """Run ``args`` from the repository root, output into ``log``; returns the command as text, its
-    wall time in seconds and the machine's load (``uptime`` before and after, sampled 1-minute load).
-    Raises if the command fails."""
+    wall time and the machine's load around it. Raises if the command fails."""
     log.parent.mkdir(parents=True, exist_ok=True)
     before = uptime()
     start = time.perf_counter()
@@ -103,34 +103,9 @@ def run(args: list[str], log: Path) -> dict[str, Any]:
     }
 
 
-def cli(*args: str) -> list[str]:
-    """``python -m vae_lightning <args>`` with this interpreter."""
-    return [sys.executable, "-m", "vae_lightning", *args]
-
-
-def scalars(version_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    """Every scalar of one run folder's TensorBoard events: tag -> [(step, value), ...] in order."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(str(version_dir), size_guidance={"scalars": 0})
-    events.Reload()
-    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
-
-
-def per_epoch(values: list[tuple[int, float]]) -> list[float]:
-    """The values of an epoch-level scalar (one per epoch, in order)."""
-    return [v for _, v in values]
-
-
-def test_metrics(version_dir: Path, digits: int = 4) -> dict[str, float]:
-    """The ``test/...`` scalars of a ``test`` run folder, without the prefix: name -> value."""
-    return {tag.removeprefix("test/"): rounded(pairs[-1][1], digits) for tag, pairs in scalars(version_dir).items() if tag.startswith("test/")}
-
-
 def timed_commands(folder: Path, commands: dict[str, tuple[list[str], Path]] | None) -> dict[str, dict[str, Any]]:
-    """Run each named command (``{name: (args, log)}``) and store what :func:`run` returns in
-    ``folder/timings.json``; with ``commands=None`` read that file back instead (a summary of
-    the runs already made)."""
+    """Run each named command (``{name: (args, log)}``), storing what :func:`run` returns in
+    ``folder/timings.json``; with ``commands=None`` read that file back (a summary of runs made)."""
     path = folder / "timings.json"
     if commands is None:
         if not path.is_file():
@@ -143,19 +118,36 @@ def timed_commands(folder: Path, commands: dict[str, tuple[list[str], Path]] | N
     return timings
 
 
+def test_metrics(version_dir: Path, digits: int = 4) -> dict[str, float]:
+    """The last ``test/...`` scalars of a ``test`` run folder, without the prefix: name -> value."""
+    return {tag.removeprefix("test/"): rounded(values[-1], digits) for tag, values in read_scalars(version_dir).items() if tag.startswith("test/")}
+
+
 def shrink_png(path: Path, colors: int = 128) -> None:
-    """Rewrite a PNG with a palette of ``colors`` colours: a third of the size or less for plots
-    and digit grids, with no visible change."""
+    """Rewrite a PNG with a palette of ``colors`` colours: a third of the size for plots and digit
+    grids, with no visible change."""
     from PIL import Image
 
     Image.open(path).convert("RGB").quantize(colors=colors, dither=Image.Dither.NONE).save(path, optimize=True)
 
 
 def write_json(path: Path, result: dict[str, Any]) -> None:
-    """Write ``result`` as indented JSON, the way every result file here is written."""
+    """Write ``result`` as indented JSON, the way every result file is written."""
     path.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {path.relative_to(ROOT)}")
+    print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
 
 
 def rounded(x: float, digits: int = 2) -> float:
     return round(float(x), digits)
+
+
+def script_parser(doc: str | None, summarize: bool = True):
+    """The command line the result scripts share: ``--data_dir`` and (where the script can write
+    its result again from stored runs) ``--summarize-only``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    parser.add_argument("--data_dir", default="../shared/data", help="folder holding MNIST/raw")
+    if summarize:
+        parser.add_argument("--summarize-only", action="store_true", help="write the result file again from the stored runs")
+    return parser

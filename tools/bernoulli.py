@@ -1,6 +1,6 @@
 """The Bernoulli VAE of configs/bernoulli.yaml against Burda et al. 2015: writes docs/results/bernoulli.json.
 
-    python docs/results/bernoulli.py            # from the repository root; about 30-60 min on 2 CPU cores
+    python -m tools.bernoulli            # from the repository root; about 30-60 min on 2 CPU cores
 
 Runs, into ``runs/docs/bernoulli/``::
 
@@ -19,11 +19,12 @@ time of each command with the machine's load.
 
 from __future__ import annotations
 
-import argparse
 import shutil
 from pathlib import Path
 
-from common import ROOT, RESULTS, cli, machine, per_epoch, rounded, scalars, test_metrics, timed_commands, write_json
+from vae_lightning.runs import read_events, read_scalars
+
+from tools.common import ROOT, RESULTS, cli, machine, rounded, script_parser, test_metrics, timed_commands, write_json
 
 OUT = Path("runs/docs/bernoulli")
 
@@ -37,28 +38,28 @@ def main(data_dir: str, epochs: int, summarize_only: bool) -> None:
         shutil.rmtree(ROOT / OUT, ignore_errors=True)
         commands = {
             "fit": (cli("fit", "--config", "configs/default.yaml", "--config", "configs/bernoulli.yaml", "--data.data_dir", data_dir,
-                        "--trainer.max_epochs", str(epochs), "--trainer.logger.init_args.save_dir", str(OUT)), ROOT / OUT / "fit.log"),
+                        "--trainer.max_epochs", str(epochs), "--trainer.default_root_dir", str(OUT)), ROOT / OUT / "fit.log"),
             "test": (cli(*test, "--evaluation.iwae_samples", "[1, 50, 500]"), ROOT / OUT / "test.log"),
             "test_first_1000": (cli(*test, "--evaluation.iwae_samples", "[500]", "--evaluation.denoise_std", "0",
                                     "--trainer.limit_test_batches", "10"), ROOT / OUT / "test_first_1000.log"),
         }
     timings = timed_commands(ROOT / OUT, commands)
-    trained = scalars(ROOT / version)
+    trained = read_scalars(ROOT / version)
     tested = test_metrics(ROOT / OUT / "lightning_logs/version_1")
     tested_1000 = test_metrics(ROOT / OUT / "lightning_logs/version_2")
-    val_loss = [rounded(v) for v in per_epoch(trained["val/loss"])]
+    val_loss = [rounded(v) for v in trained["val/loss"]]
     result = {
         "description": "configs/bernoulli.yaml (784-200-200-50 MLP VAE, Bernoulli likelihood, dynamically binarized "
         "MNIST, Adam lr 1e-3, batch 100), trained for a fixed number of epochs and tested on the 10,000 test images",
-        "script": "python docs/results/bernoulli.py",
+        "script": "python -m tools.bernoulli",
         "machine": machine(),
         **timings,
         "epochs": len(val_loss),
         "batch_size": 100,
-        "optimizer_steps": int(trained["val/loss"][-1][0]) + 1,
+        "optimizer_steps": max(e.step for e in read_events(ROOT / version).Scalars("val/loss")) + 1,
         "val_loss_per_epoch": val_loss,
         "val_loss_drop_per_epoch_last_5": rounded((val_loss[-6] - val_loss[-1]) / 5),
-        "active_units": int(trained["latent/active_units"][-1][1]),
+        "active_units": int(trained["latent/active_units"][-1]),
         "latent_dim": 50,
         "iwae": {str(k): rounded(tested[f"iwae_k{k}"]) for k in (1, 50, 500)},
         "iwae_k500_minus_k50": rounded(tested["iwae_k500"] - tested["iwae_k50"]),
@@ -73,9 +74,7 @@ def main(data_dir: str, epochs: int, summarize_only: bool) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data_dir", default="../shared/data", help="folder holding MNIST/raw")
+    parser = script_parser(__doc__)
     parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--summarize-only", action="store_true", help="write the result file again from the stored runs")
     args = parser.parse_args()
     main(args.data_dir, args.epochs, args.summarize_only)

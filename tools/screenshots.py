@@ -1,18 +1,18 @@
 """Screenshots of TensorBoard's Scalars, Images and HParams dashboards for the README.
 
-    python docs/screenshots/take_screenshots.py     # from the repository root; a few minutes on 2 CPU cores
+    python -m tools.screenshots     # from the repository root; a few minutes on 2 CPU cores
 
 Trains two short runs of the default config that differ in the learning rate (10 epochs of 80
-batches, validation on 10 batches, into ``runs/docs/screenshots/``)::
+batches, validation on 10 batches), each into ``runs/docs/screenshots/lr_<rate>/``::
 
     python -m vae_lightning fit --config configs/default.yaml --data.data_dir ../shared/data \\
         --trainer.max_epochs 10 --trainer.limit_train_batches 80 --trainer.limit_val_batches 10 \\
         --trainer.log_every_n_steps 10 --model.optimizer.init_args.lr <0.003 | 0.01>
 
 then serves them with ``tensorboard --logdir runs/docs/screenshots --host 127.0.0.1 --port <free port>``
-and photographs each dashboard with headless Chromium (Debian's ``chromium`` package), writing
-``scalars.png``, ``images.png`` and ``hparams.png`` beside this file (``devtools.py`` drives the
-browser: it ticks the HParams table's columns before its picture). Rerunning it refreshes them.
+and photographs each dashboard with Playwright driving Debian's headless Chromium (the
+``chromium`` package), writing ``docs/screenshots/scalars.png``, ``images.png`` and
+``hparams.png`` (the HParams table's columns ticked first). Rerunning it refreshes them.
 ``--skip-training`` photographs the runs already there.
 """
 
@@ -29,11 +29,12 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import quote
 
-from devtools import Browser
-from PIL import Image
+from playwright.sync_api import Page, sync_playwright
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
+from tools.common import ROOT, cli, shrink_png
+
+HERE = ROOT / "docs/screenshots"
+CHROMIUM = "/usr/bin/chromium"  # Debian's; Playwright's own browser download is not needed
 LOGS = Path("runs/docs/screenshots")
 RATES = ("0.003", "0.01")
 # The legacy Scalars and Images dashboards take a tag filter in the URL.
@@ -62,10 +63,10 @@ const deepQuery = (root, tag) => {
 """
 
 
-def show_columns(browser: Browser) -> None:
+def show_columns(page: Page) -> None:
     """Tick exactly the HParams sidebar's checkboxes named in HPARAMS_COLUMNS."""
     wanted = json.dumps(HPARAMS_COLUMNS)
-    ticked = browser.evaluate(DEEP_QUERY + f"""(() => {{
+    ticked = page.evaluate(DEEP_QUERY + f"""(() => {{
       const wanted = new Set({wanted});
       const boxes = deepQuery(document, "PAPER-CHECKBOX").filter((b) => b.textContent.trim() !== "");
       const hparams = boxes.slice(0, boxes.findIndex((b) => b.textContent.trim() === "Unknown"));
@@ -81,11 +82,11 @@ def train(data_dir: str) -> None:
     shutil.rmtree(ROOT / LOGS, ignore_errors=True)
     for lr in RATES:
         subprocess.run(
-            [sys.executable, "-m", "vae_lightning", "fit", "--config", "configs/default.yaml", "--data.data_dir", data_dir,
+            cli("fit", "--config", "configs/default.yaml", "--data.data_dir", data_dir,
              "--trainer.max_epochs", "10", "--trainer.limit_train_batches", "80", "--trainer.limit_val_batches", "10",
              "--trainer.log_every_n_steps", "10", "--model.optimizer.init_args.lr", lr,
-             "--trainer.logger.init_args.save_dir", str(LOGS), "--trainer.logger.init_args.name", f"lr_{lr}",
-             "--trainer.callbacks.refresh_rate", "0"],
+             "--trainer.default_root_dir", str(LOGS / f"lr_{lr}"),
+             "--progress_bar.refresh_rate", "0"),
             cwd=ROOT, check=True,
         )
 
@@ -108,11 +109,6 @@ def wait_for(url: str, timeout: float = 120.0) -> None:
             time.sleep(1)
 
 
-def shrink(png: Path) -> None:
-    """A palette of 128 colours keeps each picture small without visible loss (flat UI colours, grey digits)."""
-    Image.open(png).convert("RGB").quantize(colors=128, dither=Image.Dither.NONE).save(png, optimize=True)
-
-
 def main(data_dir: str, skip_training: bool, wait: float) -> None:
     if not skip_training:
         train(data_dir)
@@ -124,16 +120,18 @@ def main(data_dir: str, skip_training: bool, wait: float) -> None:
     try:
         base = f"http://127.0.0.1:{port}/"
         wait_for(base + "data/logdir")
-        with Browser(free_port()) as browser:
+        with sync_playwright() as driver:
+            browser = driver.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
             for name, (fragment, width, height, action) in PAGES.items():
-                browser.open(base + fragment, width, height)
-                time.sleep(wait)  # TensorBoard fetches the runs and draws the charts
+                page = browser.new_page(viewport={"width": width, "height": height})
+                page.goto(base + fragment)
+                page.wait_for_timeout(wait * 1000)  # TensorBoard fetches the runs and draws the charts
                 if action == "show_columns":
-                    show_columns(browser)
-                    time.sleep(3)
+                    show_columns(page)
+                    page.wait_for_timeout(3000)
                 out = HERE / f"{name}.png"
-                browser.screenshot(out)
-                shrink(out)
+                page.screenshot(path=out)
+                shrink_png(out)
                 print(f"wrote {out.relative_to(ROOT)} ({out.stat().st_size // 1024} KB)")
     finally:
         board.terminate()

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Sample quality of three VAEs and what the sample metrics cost: docs/results/sample_quality.json.
 
-    OMP_NUM_THREADS=1 nice -n 10 python tools/quality/measure.py [--epochs 5]   # about 11 min on 2 busy cores
-    python tools/quality/measure.py --skip-training    # the costs and references again, the models' rows kept
+    OMP_NUM_THREADS=1 nice -n 10 python -m tools.sample_quality [--epochs 5]   # about 11 min on 2 busy cores
+    python -m tools.sample_quality --skip-training    # the costs and references again, the models' rows kept
 
 1. Trains, into ``runs/docs/quality/<name>/``, the default config, the same with a 20-dimensional
    latent space and the ConvVAE (``configs/conv.yaml``) for ``--epochs`` epochs each, and runs
@@ -22,22 +22,18 @@ import argparse
 import json
 import shutil
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT), str(ROOT / "docs" / "results")]
+import torch
+from lightning.pytorch import Callback
 
-import torch  # noqa: E402
-from common import LoadSampler, cli, machine, rounded, run, test_metrics, uptime, write_json  # noqa: E402
-from lightning.pytorch import Callback  # noqa: E402
-
-from vae_lightning.callbacks import SampleQualityMonitor  # noqa: E402
-from vae_lightning.cli import main  # noqa: E402
-from vae_lightning.data import ImageDataModule  # noqa: E402
-from vae_lightning.quality import SampleQuality, load_feature_network  # noqa: E402
+from tools.common import ROOT, LoadSampler, cli, machine, rounded, run, test_metrics, uptime, write_json
+from vae_lightning.callbacks import SampleQualityMonitor
+from vae_lightning.cli import main
+from vae_lightning.data import ImageDataModule
+from vae_lightning.quality import SampleQuality, load_feature_network
 
 OUT = Path("runs/docs/quality")
 MODELS: dict[str, list[str]] = {
@@ -168,7 +164,7 @@ def main_script() -> None:
     with LoadSampler() as load:
         models = model_rows(args.data_dir, args.epochs, args.skip_training)
         result = {
-            "script": "python tools/quality/measure.py",
+            "script": "python -m tools.sample_quality",
             "feature_network": {"file": "vae_lightning/quality/weights/mnist.pt", "sha256": features.sha256, "test_accuracy": features.test_accuracy},
             "machine": machine(),
             "models": models,
