@@ -12,10 +12,13 @@ from typing import Any
 
 import yaml
 
+from vae_lightning.data import validation_count
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: The MNIST files kept beside the repository (``MNIST/raw`` in it).
 DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data"
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "default.yaml"
+MNIST_TRAIN_IMAGES = 60_000
 
 
 def _merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
@@ -75,7 +78,7 @@ def load(overlays: list[str] | tuple[str, ...] = ()) -> Settings:
         model=model,
         seed=config.get("seed_everything", 0),
         batch_size=data["batch_size"],
-        val_size=data["val_size"],
+        val_size=validation_count(data.get("val_size"), MNIST_TRAIN_IMAGES),  # the loops train on MNIST
         split_seed=data["split_seed"],
         clip_val=trainer.get("gradient_clip_val"),
         clip_algorithm=trainer.get("gradient_clip_algorithm") or "norm",
