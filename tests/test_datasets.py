@@ -306,6 +306,13 @@ def test_a_small_image_folder_holds_out_a_tenth_of_its_images_by_default(tmp_pat
     assert not served & {image.numpy().tobytes() for image in val}  # no validation image is trained on
 
 
+def test_a_folder_too_small_for_the_default_val_size_is_refused_naming_the_setting(tmp_path: Path) -> None:
+    write_image_folder(tmp_path, ["a", "b"], per_class=2)  # a tenth of 4 images rounds to none
+    dm = ImageDataModule(data_dir=str(tmp_path), dataset="image_folder", download=False)
+    with pytest.raises(UserError, match=re.escape("of image_folder, got null (as 0 images): set --data.val_size to a count")):
+        dm.setup("fit")
+
+
 def test_val_size_as_a_fraction_holds_out_that_share_of_the_training_images(kmnist_dir) -> None:
     data_dir, written = kmnist_dir
     dm = loaded(data_dir, "kmnist", val_size=0.25)

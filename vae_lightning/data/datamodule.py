@@ -66,7 +66,7 @@ def validation_count(val_size: ValSize, num_images: int, dataset: str = "the dat
     else:
         count = val_size
     if not 0 < count < num_images:
-        asked = f"{val_size}" if isinstance(val_size, int) else f"{val_size} (as {count} images)"
+        asked = f"{val_size}" if isinstance(val_size, int) else f"{'null' if val_size is None else val_size} (as {count} images)"
         raise UserError(
             f"data.val_size must be between 1 and {num_images - 1} for the {num_images} training images "
             f"of {dataset}, got {asked}: set --data.val_size to a count in that range or a fraction such as 0.1"
