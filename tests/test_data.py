@@ -11,7 +11,7 @@ from vae_lightning.data.loader import PixelBatch
 
 @pytest.fixture(scope="module")
 def mnist(mnist_dir: Path) -> ImageDataModule:
-    dm = ImageDataModule(data_dir=str(mnist_dir), batch_size=256, val_size=5000, download=False)
+    dm = ImageDataModule(data_dir=str(mnist_dir), batch_size=256, download=False)  # val_size's default: 5,000
     dm.setup("fit")
     dm.setup("test")
     return dm

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import shutil
 from pathlib import Path
 
@@ -290,6 +291,62 @@ def test_the_command_line_refuses_val_size_beyond_the_data_with_one_error_line(
     assert run_cli(["fit", *args]) == 2
     error = capsys.readouterr().err
     assert "error: data.val_size must be between 1 and 9 for the 10 training images of image_folder, got 5000" in error
+    assert "Traceback" not in error
+
+
+# --- data.val_size: a count, a fraction, or the default ----------------------------------------
+
+
+def test_a_small_image_folder_holds_out_a_tenth_of_its_images_by_default(tmp_path: Path) -> None:
+    write_image_folder(tmp_path, ["a", "b"], per_class=15)  # 30 training images, far below 5,000
+    dm = loaded(tmp_path, "image_folder", batch_size=4)
+    train, val = dm.splits["train"][0], dm.splits["val"][0]
+    assert (len(train), len(val)) == (27, 3)
+    served = {image.numpy().tobytes() for x, _ in dm.train_dataloader() for image in (x * 255).round().to(torch.uint8)}
+    assert not served & {image.numpy().tobytes() for image in val}  # no validation image is trained on
+
+
+def test_a_folder_too_small_for_the_default_val_size_is_refused_naming_the_setting(tmp_path: Path) -> None:
+    write_image_folder(tmp_path, ["a", "b"], per_class=2)  # a tenth of 4 images rounds to none
+    dm = ImageDataModule(data_dir=str(tmp_path), dataset="image_folder", download=False)
+    with pytest.raises(UserError, match=re.escape("of image_folder, got null (as 0 images): set --data.val_size to a count")):
+        dm.setup("fit")
+
+
+def test_val_size_as_a_fraction_holds_out_that_share_of_the_training_images(kmnist_dir) -> None:
+    data_dir, written = kmnist_dir
+    dm = loaded(data_dir, "kmnist", val_size=0.25)
+    train, val = dm.splits["train"][0], dm.splits["val"][0]
+    assert (len(train), len(val)) == (30, 10)  # a quarter of the 40 training images
+    together = sorted(image.numpy().tobytes() for image in torch.cat([train, val])[:, 0])
+    assert together == sorted(image.tobytes() for image in written["train_images"])  # a split, nothing lost
+
+
+@pytest.mark.parametrize(
+    ("val_size", "message"),
+    [
+        (0, "data.val_size must be at least 1, got 0"),
+        (1.5, "data.val_size as a fraction must be between 0 and 1, got 1.5: give a fraction of the training images such as 0.1"),
+        (0.0, "data.val_size as a fraction must be between 0 and 1, got 0.0"),
+        ("10%", "data.val_size must be a count of images, a fraction such as 0.1, or null; got '10%'"),
+    ],
+)
+def test_a_val_size_that_fits_no_dataset_is_refused_at_once(tmp_path: Path, val_size, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        ImageDataModule(data_dir=str(tmp_path), dataset="image_folder", val_size=val_size)
+
+
+def test_the_command_line_reads_a_fraction_and_refuses_one_that_holds_out_no_image(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    write_image_folder(tmp_path / "images", ["a", "b"], per_class=5)
+    args = [*cpu_run_args(tmp_path / "images", tmp_path), "--data.dataset=image_folder", "--data.val_size=0.01"]
+    assert run_cli(["fit", *args]) == 2
+    error = capsys.readouterr().err
+    assert (
+        "error: data.val_size must be between 1 and 9 for the 10 training images of image_folder, got 0.01 (as 0 images): "
+        "set --data.val_size to a count in that range or a fraction such as 0.1"
+    ) in error
     assert "Traceback" not in error
 
 

@@ -1,6 +1,6 @@
 """The data: a LightningDataModule over torchvision's datasets and image folders, held in memory."""
 
-from vae_lightning.data.datamodule import ImageDataModule, train_val_split
+from vae_lightning.data.datamodule import ImageDataModule, train_val_split, validation_count
 from vae_lightning.data.loader import TensorBatchLoader, to_pixels
 from vae_lightning.data.sources import DatasetName
 from vae_lightning.runtime.errors import CorruptDataError, DataNotFoundError
@@ -13,4 +13,5 @@ __all__ = [
     "TensorBatchLoader",
     "to_pixels",
     "train_val_split",
+    "validation_count",
 ]

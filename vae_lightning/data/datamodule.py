@@ -30,11 +30,56 @@ from vae_lightning.data.sources import (
 from vae_lightning.runtime.errors import UserError
 
 
-def train_val_split(num_images: int, val_size: int, seed: int) -> tuple[Tensor, Tensor]:
+#: ``val_size: null`` holds out this many training images (MNIST's usual 5,000 of 60,000) ...
+DEFAULT_VAL_IMAGES = 5000
+#: ... or this fraction of them when that is fewer, so a small image folder works unchanged.
+DEFAULT_VAL_FRACTION = 0.1
+
+ValSize = int | float | None
+
+
+def check_val_size(val_size: ValSize) -> ValSize:
+    """``val_size`` with a whole number such as ``5000.0`` (the command line's reading of ``5000``)
+    as a count; refuses one that fits no dataset: a count below 1 or a fraction outside (0, 1)."""
+    if isinstance(val_size, bool) or not isinstance(val_size, int | float | None):
+        raise ValueError(f"data.val_size must be a count of images, a fraction such as 0.1, or null; got {val_size!r}")
+    if isinstance(val_size, float) and val_size >= 1 and val_size.is_integer():
+        val_size = int(val_size)
+    if isinstance(val_size, int) and val_size < 1:
+        raise ValueError(f"data.val_size must be at least 1, got {val_size}")
+    if isinstance(val_size, float) and not 0 < val_size < 1:
+        raise ValueError(
+            f"data.val_size as a fraction must be between 0 and 1, got {val_size}: "
+            "give a fraction of the training images such as 0.1, or a whole count such as 5000"
+        )
+    return val_size
+
+
+def validation_count(val_size: ValSize, num_images: int, dataset: str = "the dataset") -> int:
+    """The number of the ``num_images`` training images held out: ``val_size`` as a count, as a
+    fraction of them (rounded), or for ``None`` 5,000 or a tenth, whichever is fewer."""
+    val_size = check_val_size(val_size)
+    if val_size is None:
+        count = min(DEFAULT_VAL_IMAGES, round(DEFAULT_VAL_FRACTION * num_images))
+    elif isinstance(val_size, float):
+        count = round(val_size * num_images)
+    else:
+        count = val_size
+    if not 0 < count < num_images:
+        asked = f"{val_size}" if isinstance(val_size, int) else f"{'null' if val_size is None else val_size} (as {count} images)"
+        raise UserError(
+            f"data.val_size must be between 1 and {num_images - 1} for the {num_images} training images "
+            f"of {dataset}, got {asked}: set --data.val_size to a count in that range or a fraction such as 0.1"
+        )
+    return count
+
+
+def train_val_split(num_images: int, val_size: ValSize, seed: int, dataset: str = "the dataset") -> tuple[Tensor, Tensor]:
     """Indices ``(train, val)`` of the seeded split of the training images, shared by every
     consumer of the split (the datamodule, the benchmarks) so they hold out the same images."""
+    count = validation_count(val_size, num_images, dataset)
     order = torch.randperm(num_images, generator=torch.Generator().manual_seed(seed))
-    return order[val_size:], order[:val_size]
+    return order[count:], order[:count]
 
 
 class ImageDataModule(LightningDataModule):
@@ -46,7 +91,9 @@ class ImageDataModule(LightningDataModule):
             ``train/<class>/`` and ``test/<class>/`` of images.
         dataset: ``mnist``, ``fashion_mnist``, ``kmnist``, ``cifar10`` or ``image_folder``.
         batch_size: images per batch (per process when distributed).
-        val_size: training images held out for validation.
+        val_size: training images held out for validation: a count (``5000``), a fraction of
+            the training images (``0.1``), or ``null``: 5,000 or a tenth of them, whichever is
+            fewer (MNIST's 5,000 of 60,000; 300 of a folder of 3,000).
         num_workers: 0 serves batches in-process from tensors (fastest); more uses a
             ``DataLoader`` with that many worker processes.
         download: fetch the files into ``data_dir`` when they are missing (not ``image_folder``).
@@ -68,7 +115,7 @@ class ImageDataModule(LightningDataModule):
         data_dir: str = "data",
         dataset: DatasetName = "mnist",
         batch_size: int = 128,
-        val_size: int = 5000,
+        val_size: int | float | None = None,
         num_workers: int = 0,
         download: bool = True,
         split_seed: int = 42,
@@ -81,8 +128,7 @@ class ImageDataModule(LightningDataModule):
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"data.batch_size must be at least 1, got {batch_size}")
-        if val_size < 1:
-            raise ValueError(f"data.val_size must be at least 1, got {val_size}")
+        val_size = check_val_size(val_size)
         if image_size is not None and image_size < 1:
             raise ValueError(f"data.image_size must be at least 1 (or null), got {image_size}")
         if channels not in (None, 1, 3):
@@ -126,12 +172,7 @@ class ImageDataModule(LightningDataModule):
         """Load the tensors for ``stage`` once; later calls reuse them."""
         if stage in (None, "fit", "validate") and "train" not in self.splits:
             images, labels = self._read(train=True)
-            if not 0 < self.val_size < len(images):
-                raise UserError(
-                    f"data.val_size must be between 1 and {len(images) - 1} for the {len(images)} training images "
-                    f"of {self.dataset}, got {self.val_size}"
-                )
-            train_idx, val_idx = train_val_split(len(images), self.val_size, self.split_seed)
+            train_idx, val_idx = train_val_split(len(images), self.val_size, self.split_seed, self.dataset)
             self.splits["train"] = (images[train_idx], labels[train_idx])
             self.splits["val"] = (self._fixed(images[val_idx], self.split_seed), labels[val_idx])
             rank_zero_info(f"{self.dataset}: {len(train_idx)} training and {len(val_idx)} validation images of {tuple(images.shape[1:])}")

@@ -103,6 +103,11 @@ def train(args: argparse.Namespace) -> dict:
     return record
 
 
+def _count_or_fraction(text: str) -> int | float:
+    """``5000`` as a count of images, ``0.1`` as a fraction of them, as ``data.val_size`` reads them."""
+    return float(text) if any(c in text for c in ".eE") else int(text)
+
+
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m vae_lightning.quality.train_features", description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", choices=get_args(DatasetName), default="mnist")
@@ -110,7 +115,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, required=True, help="the weights file to write (.pt); its .json record goes beside it")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch_size", type=int, default=128)
-    parser.add_argument("--val_size", type=int, default=5000, help="as data.val_size: training images left out, as the VAE leaves them")
+    parser.add_argument(
+        "--val_size", type=_count_or_fraction, default=None,
+        help="as data.val_size (a count, a fraction such as 0.1, or 5,000 or a tenth when not given): training images left out, as the VAE leaves them",
+    )  # fmt: skip
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate")
     parser.add_argument("--image_size", type=int, default=None, help="as data.image_size: the VAE's images must have this size")
     parser.add_argument("--channels", type=int, choices=(1, 3), default=None, help="as data.channels")
