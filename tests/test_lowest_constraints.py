@@ -1,4 +1,4 @@
-"""tools/lowest_constraints.py: the floor environment's pins come from pyproject.toml's ranges."""
+"""tools/lowest_constraints.py (python -m tools.lowest_constraints): the floor environment's pins come from pyproject.toml's ranges."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def test_an_unknown_extra_is_refused_naming_those_there_are() -> None:
 
 def test_the_projects_own_pyproject_has_a_floor_for_every_requirement() -> None:
     """What .ci/lowest-versions installs: every requirement pinned, torch at this machine's version."""
-    command = [sys.executable, "tools/lowest_constraints.py", "--extras", "dev", "postgres", "--keep", "torch==2.14.1"]
+    command = [sys.executable, "-m", "tools.lowest_constraints", "--extras", "dev", "postgres", "--keep", "torch==2.14.1"]
     made = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert made.returncode == 0, made.stderr
     pins = made.stdout.split()
