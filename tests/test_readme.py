@@ -75,7 +75,7 @@ def test_every_cli_command_of_the_readme_parses_as_written(checkout: Path, capsy
             assert load_experiment(parsed.experiment).name
 
 
-def test_the_set_up_commands_install_extras_that_exist_and_run_the_test_command_ci_runs() -> None:
+def test_the_set_up_commands_install_extras_that_exist_and_run_the_test_command_ci_runs_on_both_ends() -> None:
     extras = set(tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"])
     installs = [words for words in shell_commands(README) if words[1:3] == ["install", "-e"]]
     assert len(installs) == 2
@@ -83,7 +83,9 @@ def test_the_set_up_commands_install_extras_that_exist_and_run_the_test_command_
         named = re.fullmatch(r"\.(?:\[(.*)\])?", words[3]).group(1)
         assert set(filter(None, (named or "").split(","))) <= extras
     ci = (REPO_ROOT / ".ci" / "run").read_text().strip().splitlines()
-    assert ci[-1] == "python -m pytest" and [".venv/bin/python", "-m", "pytest"] in shell_commands(README)
+    floor = (REPO_ROOT / ".ci" / "lowest-versions").read_text().strip().splitlines()
+    assert "python -m pytest" in ci and ci[-1] == ".ci/lowest-versions" and floor[-1] == "python -m pytest"
+    assert [".venv/bin/python", "-m", "pytest"] in shell_commands(README)
 
 
 def test_the_readme_python_block_generates_images_from_a_checkpoint(checkout: Path) -> None:
