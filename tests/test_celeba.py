@@ -126,7 +126,7 @@ def test_a_failed_celeba_download_says_so_and_how_to_copy_the_files(tmp_path: Pa
     with pytest.raises(DataNotFoundError) as err:
         dm.prepare_data()
     message = str(err.value)
-    assert message.startswith(f"could not download CelebA into {tmp_path / 'celeba'}: File not found or corrupted.")
+    assert message.startswith(f"could not download CelebA into {tmp_path / 'celeba'}: File not found or corrupted; looked for")
     assert "Copy its files there by hand" in message and "--data.data_dir" in message
 
 

@@ -44,7 +44,8 @@ def _list_files() -> list[tuple[str, str]]:
 
 def _corrupt_file(folder: Path) -> Path | None:
     """The first list file in ``folder`` whose MD5 sum is not the published one."""
-    return next((folder / n for n, md5 in _list_files() if (folder / n).is_file() and not check_integrity(str(folder / n), md5)), None)
+    paths = ((folder / name, md5) for name, md5 in _list_files())
+    return next((path for path, md5 in paths if path.is_file() and not check_integrity(str(path), md5)), None)
 
 
 def _missing_files(folder: Path) -> list[str]:
@@ -75,8 +76,8 @@ def _explained(data_dir: Path, download: bool) -> Iterator[None]:
         looked = f"looked for its files in {folder}" + (f" (missing: {', '.join(missing)})" if missing else "")
         if download:
             raise DataNotFoundError(
-                f"could not download CelebA into {folder}: {err}; {looked}. Copy its files there by hand (Google Drive "
-                f"often refuses the download), or point --data.data_dir at a folder that holds {files}."
+                f"could not download CelebA into {folder}: {str(err).rstrip('.')}; {looked}. Copy its files there "
+                f"by hand (Google Drive often refuses the download), or point --data.data_dir at a folder that holds {files}."
             ) from err
         raise DataNotFoundError(
             f"CelebA not found: {looked}. Point --data.data_dir at the folder that holds {files}, "
