@@ -1,5 +1,5 @@
 """Small datasets written in the real on-disk formats, for tests that cannot download any:
-IDX files (MNIST, Fashion-MNIST, KMNIST), CIFAR-10's pickled batches and image folders."""
+IDX files (MNIST, Fashion-MNIST, KMNIST), CIFAR-10's pickled batches, CelebA's faces and image folders."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torchvision
 from PIL import Image, ImageDraw
 
 #: The colours and shapes of the two classes of :func:`write_shapes_folder`.
@@ -124,3 +125,48 @@ def write_shapes_folder(data_dir: Path, train_per_class: int, test_per_class: in
             folder.mkdir(parents=True, exist_ok=True)
             for i in range(count):
                 shape_image(kind, rng, size).save(folder / f"{i:04d}.png")
+
+
+#: CelebA's 40 attribute names, the header of ``list_attr_celeba.txt``.
+CELEBA_ATTRIBUTES = (
+    "5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips Big_Nose Black_Hair Blond_Hair "
+    "Blurry Brown_Hair Bushy_Eyebrows Chubby Double_Chin Eyeglasses Goatee Gray_Hair Heavy_Makeup High_Cheekbones "
+    "Male Mouth_Slightly_Open Mustache Narrow_Eyes No_Beard Oval_Face Pale_Skin Pointy_Nose Receding_Hairline "
+    "Rosy_Cheeks Sideburns Smiling Straight_Hair Wavy_Hair Wearing_Earrings Wearing_Hat Wearing_Lipstick "
+    "Wearing_Necklace Wearing_Necktie Young"
+).split()
+
+
+def write_celeba(data_dir: Path, splits: Sequence[int], seed: int = 0) -> tuple[dict[str, int], list[tuple[str, str, str]]]:
+    """``<data_dir>/celeba`` as published, with ``splits[i]`` images of partition ``i`` (0 train,
+    1 validation, 2 test): ``img_align_celeba/000001.jpg``... 178x218 JPEGs of random colour blocks,
+    ``list_eval_partition.txt``, ``identity_CelebA.txt``, ``list_attr_celeba.txt``,
+    ``list_bbox_celeba.txt`` and ``list_landmarks_align_celeba.txt``. Returns each image's
+    identity by file name, and the files' MD5 sums in the shape of
+    ``torchvision.datasets.CelebA.file_list``, to stand in for the published ones."""
+    folder = data_dir / "celeba"
+    (folder / "img_align_celeba").mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    names = [f"{i + 1:06d}.jpg" for i in range(sum(splits))]
+    partition = [p for p, count in enumerate(splits) for _ in range(count)]
+    identities = {name: int(rng.integers(1, 10178)) for name in names}
+    for name in names:  # smooth 8x8 blocks, so JPEG keeps them close to what was written
+        blocks = rng.integers(0, 256, size=(28, 23, 3), dtype=np.uint8)
+        Image.fromarray(blocks.repeat(8, axis=0).repeat(8, axis=1)[:218, :178]).save(folder / "img_align_celeba" / name, quality=95)
+
+    def table(file: str, header: str | None, rows: list[str]) -> None:
+        lines = ([str(len(rows)), header] if header is not None else []) + rows
+        (folder / file).write_text("\n".join(lines) + "\n")
+
+    table("list_eval_partition.txt", None, [f"{n} {p}" for n, p in zip(names, partition)])
+    table("identity_CelebA.txt", None, [f"{n} {identities[n]}" for n in names])
+    table("list_attr_celeba.txt", " ".join(CELEBA_ATTRIBUTES) + " ",
+          [n + "".join(f" {v:2d}" for v in rng.choice([-1, 1], size=40)) for n in names])
+    table("list_bbox_celeba.txt", "image_id x_1 y_1 width height", [f"{n} 95 71 226 313" for n in names])
+    landmarks = "lefteye_x lefteye_y righteye_x righteye_y nose_x nose_y leftmouth_x leftmouth_y rightmouth_x rightmouth_y"
+    table("list_landmarks_align_celeba.txt", landmarks, [f"{n} 69 109 106 113 77 142 73 152 108 154" for n in names])
+    file_list = [
+        (file_id, md5(folder / name) if (folder / name).is_file() else published, name)
+        for file_id, published, name in torchvision.datasets.CelebA.file_list
+    ]
+    return identities, file_list

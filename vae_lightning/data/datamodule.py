@@ -21,11 +21,13 @@ from vae_lightning.corruption import binarize as binarized
 from vae_lightning.corruption import seeded_generator
 from vae_lightning.data.loader import PixelBatch, TensorBatchLoader, to_pixels
 from vae_lightning.data.sources import (
+    PUBLISHED_VALIDATION,
     DatasetName,
     ImageShape,
     download_split,
     image_shape,
     read_split,
+    read_validation,
 )
 from vae_lightning.runtime.errors import UserError
 
@@ -87,13 +89,16 @@ class ImageDataModule(LightningDataModule):
 
     Args:
         data_dir: folder holding the dataset: ``MNIST/raw`` (``FashionMNIST/raw``, ``KMNIST/raw``)
-            with the IDX files, ``cifar-10-batches-py``, or for ``image_folder`` the folders
-            ``train/<class>/`` and ``test/<class>/`` of images.
-        dataset: ``mnist``, ``fashion_mnist``, ``kmnist``, ``cifar10`` or ``image_folder``.
+            with the IDX files, ``cifar-10-batches-py``, ``celeba`` (``img_align_celeba/`` and
+            the list files), or for ``image_folder`` the folders ``train/<class>/`` and
+            ``test/<class>/`` of images.
+        dataset: ``mnist``, ``fashion_mnist``, ``kmnist``, ``cifar10``, ``celeba`` (64x64 centre
+            crops of the aligned faces) or ``image_folder``.
         batch_size: images per batch (per process when distributed).
         val_size: training images held out for validation: a count (``5000``), a fraction of
             the training images (``0.1``), or ``null``: 5,000 or a tenth of them, whichever is
-            fewer (MNIST's 5,000 of 60,000; 300 of a folder of 3,000).
+            fewer (MNIST's 5,000 of 60,000; 300 of a folder of 3,000). CelebA has a published
+            validation split, so ``null`` only.
         num_workers: 0 serves batches in-process from tensors (fastest); more uses a
             ``DataLoader`` with that many worker processes.
         download: fetch the files into ``data_dir`` when they are missing (not ``image_folder``).
@@ -129,6 +134,11 @@ class ImageDataModule(LightningDataModule):
         if batch_size < 1:
             raise ValueError(f"data.batch_size must be at least 1, got {batch_size}")
         val_size = check_val_size(val_size)
+        if dataset in PUBLISHED_VALIDATION and val_size is not None:
+            raise ValueError(
+                f"data.val_size must be null for {dataset}, got {val_size}: its validation images are its published "
+                "validation split, not held out of the training images"
+            )
         if image_size is not None and image_size < 1:
             raise ValueError(f"data.image_size must be at least 1 (or null), got {image_size}")
         if channels not in (None, 1, 3):
@@ -172,10 +182,13 @@ class ImageDataModule(LightningDataModule):
         """Load the tensors for ``stage`` once; later calls reuse them."""
         if stage in (None, "fit", "validate") and "train" not in self.splits:
             images, labels = self._read(train=True)
-            train_idx, val_idx = train_val_split(len(images), self.val_size, self.split_seed, self.dataset)
-            self.splits["train"] = (images[train_idx], labels[train_idx])
-            self.splits["val"] = (self._fixed(images[val_idx], self.split_seed), labels[val_idx])
-            rank_zero_info(f"{self.dataset}: {len(train_idx)} training and {len(val_idx)} validation images of {tuple(images.shape[1:])}")
+            val = read_validation(self.dataset, self.data_dir, self.channels, self.image_size)  # CelebA's own
+            if val is None:  # held out of the training images
+                train_idx, val_idx = train_val_split(len(images), self.val_size, self.split_seed, self.dataset)
+                images, labels, val = images[train_idx], labels[train_idx], (images[val_idx], labels[val_idx])
+            self.splits["train"] = (images, labels)
+            self.splits["val"] = (self._fixed(val[0], self.split_seed), val[1])
+            rank_zero_info(f"{self.dataset}: {len(images)} training and {len(val[0])} validation images of {tuple(images.shape[1:])}")
         if stage in (None, "test", "predict") and "test" not in self.splits:
             images, labels = self._read(train=False)
             self.splits["test"] = (self._fixed(images, self.split_seed + 1), labels)

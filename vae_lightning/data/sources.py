@@ -5,6 +5,9 @@
   MD5 sums, checked first);
 - ``cifar10``: torchvision's class over ``<data_dir>/cifar-10-batches-py``, whose files
   torchvision checks against their published MD5 sums;
+- ``celeba``: torchvision's class over ``<data_dir>/celeba`` (aligned faces, centre-cropped to
+  148x148 and resized to 64x64; its published training, validation and test splits), see
+  :mod:`vae_lightning.data.celeba`;
 - ``image_folder``: torchvision's ``ImageFolder`` layout, ``<data_dir>/train/<class>/*.png`` and
   ``<data_dir>/test/<class>/*.png`` (any format PIL reads), the class folders of both splits,
   sorted by name, giving the labels; every image takes the first training image's shape.
@@ -27,10 +30,11 @@ from torch import Tensor
 from torchvision import datasets
 from torchvision.transforms.v2 import functional as TF
 
+from vae_lightning.data import celeba
 from vae_lightning.data.integrity import verify_raw_files
 from vae_lightning.runtime.errors import CorruptDataError, DataNotFoundError, UserError
 
-DatasetName = Literal["mnist", "fashion_mnist", "kmnist", "cifar10", "image_folder"]
+DatasetName = Literal["mnist", "fashion_mnist", "kmnist", "cifar10", "celeba", "image_folder"]
 ImageShape = tuple[int, int, int]
 
 _IDX_CLASSES: dict[str, type[datasets.MNIST]] = {
@@ -39,7 +43,12 @@ _IDX_CLASSES: dict[str, type[datasets.MNIST]] = {
     "kmnist": datasets.KMNIST,
 }
 #: (channels, height, width) of each dataset as published (image folders: read from the files).
-NATIVE_SHAPES: dict[str, ImageShape] = {name: (1, 28, 28) for name in _IDX_CLASSES} | {"cifar10": (3, 32, 32)}
+NATIVE_SHAPES: dict[str, ImageShape] = {name: (1, 28, 28) for name in _IDX_CLASSES} | {
+    "cifar10": (3, 32, 32),
+    "celeba": (3, celeba.IMAGE_SIZE, celeba.IMAGE_SIZE),  # as cropped and resized
+}
+#: datasets whose validation images are a published split, not held out of the training images
+PUBLISHED_VALIDATION = ("celeba",)
 SPLIT_FOLDERS = {True: "train", False: "test"}  # image_folder's split -> subfolder
 
 
@@ -49,6 +58,8 @@ def dataset_folder(dataset: DatasetName, data_dir: Path) -> Path:
         return data_dir / _IDX_CLASSES[dataset].__name__ / "raw"
     if dataset == "cifar10":
         return data_dir / datasets.CIFAR10.base_folder
+    if dataset == "celeba":
+        return data_dir / celeba.FOLDER
     return data_dir
 
 
@@ -100,6 +111,11 @@ def _cifar10_error(folder: Path, download: bool, err: Exception) -> UserError | 
     if len(present) < len(files):
         return _not_found("CIFAR-10", folder, download, cls.base_folder, err)
     return None
+
+
+def _read_celeba(data_dir: Path, split: celeba.Split, channels: int | None, image_size: int | None) -> tuple[Tensor, Tensor]:
+    images, labels = celeba.read(data_dir, split, image_size)  # cropped and resized as read
+    return adapt(images, channels, None), labels
 
 
 def _not_found(name: str, folder: Path, download: bool, layout: str, err: Exception) -> DataNotFoundError:
@@ -196,6 +212,8 @@ def read_split(
     """``(images, labels)`` of the training (``train``) or test split: uint8 (N, C, H, W), int64 (N,)."""
     if dataset == "image_folder":
         return _read_image_folder(data_dir, train, channels, image_size)
+    if dataset == "celeba":
+        return _read_celeba(data_dir, "train" if train else "test", channels, image_size)
     readers: dict[str, Callable[[Path, bool, bool], tuple[Tensor, Tensor]]] = {
         name: partial(_read_idx, cls) for name, cls in _IDX_CLASSES.items()
     } | {"cifar10": _read_cifar10}
@@ -203,9 +221,22 @@ def read_split(
     return adapt(images, channels, image_size), labels
 
 
+def read_validation(
+    dataset: DatasetName, data_dir: Path, channels: int | None, image_size: int | None
+) -> tuple[Tensor, Tensor] | None:
+    """``(images, labels)`` of the dataset's published validation split (CelebA's); ``None`` for
+    the others, whose validation images are held out of the training images."""
+    if dataset != "celeba":
+        return None
+    return _read_celeba(data_dir, "valid", channels, image_size)
+
+
 def download_split(dataset: DatasetName, data_dir: Path, train: bool) -> None:
     """Fetch the split's files into ``data_dir`` when missing (an image folder has none to fetch)."""
-    if dataset != "image_folder":
+    if dataset == "celeba":  # one download holds every split, and reading it would decode each image
+        if train:
+            celeba.download(data_dir)
+    elif dataset != "image_folder":
         read_split(dataset, data_dir, train, download=True, channels=None, image_size=None)
 
 
