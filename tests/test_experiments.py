@@ -199,3 +199,16 @@ def test_the_report_experiment_files_cover_the_report_settings_with_three_seeds(
     assert {0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99} <= set(momentum.vary["model.optimizer.init_args.momentum"])
     for experiment in (clip_value, clip_norm, momentum):
         assert experiment.is_grid and len(experiment.seeds) >= 3
+
+
+def test_a_grid_trial_started_after_another_worker_took_the_last_queued_point_trains_nothing(tmp_path: Path, mnist_dir: Path) -> None:
+    """Two workers both see one queued point; the slower one's trial finds the queue empty."""
+    experiment_file = write_experiment(tmp_path, mnist_dir, {CLIP: [0.5]}, seeds=[0])
+    experiment = load_experiment(experiment_file)
+    study = open_study(experiment, fast=True)
+    late = study.ask()  # nothing queued: Optuna starts a trial without a point
+    with pytest.raises(optuna.TrialPruned, match="another worker started the last queued trial first"):
+        Sweep(experiment, study, fast=True).objective(late)
+    assert late.user_attrs == {"nothing_queued": True} and not (tmp_path / "runs" / "sweep_fast" / "trials").exists()
+    study.tell(late, state=TrialState.PRUNED)
+    assert not is_result(study.trials[late.number])

@@ -57,6 +57,10 @@ from vae_lightning.experiments.trials import (
 
 __all__ = ["SEED", "Sweep", "counted", "describe", "holds", "is_result", "open_study"]
 
+#: What a grid trial pruned before training records: a second copy of a point, a point the grid no
+#: longer holds, or nothing left to take when it started (two workers racing for the last point).
+UNTRAINED_MARKS = ("duplicate_of", "not_in_grid", "nothing_queued")
+
 #: How often a worker with nothing to start looks at the trials the others run (seconds).
 POLL_S = 2.0
 
@@ -65,7 +69,7 @@ def is_result(trial: FrozenTrial) -> bool:
     """The trial settled its setting: finished, pruned by the pruner, or failed for a reason of its own."""
     if trial.state == TrialState.FAIL:
         return "fail_reason" in trial.user_attrs
-    untrained = "duplicate_of" in trial.user_attrs or "not_in_grid" in trial.user_attrs
+    untrained = any(mark in trial.user_attrs for mark in UNTRAINED_MARKS)
     return trial.state == TrialState.COMPLETE or (trial.state == TrialState.PRUNED and not untrained)
 
 
@@ -143,6 +147,9 @@ class Sweep:
 
     def objective(self, trial: Trial) -> float:
         if self.experiment.is_grid:
+            if SETTING not in trial.user_attrs:  # the queue emptied by another worker between look and start
+                trial.set_user_attr("nothing_queued", True)
+                raise optuna.TrialPruned("another worker started the last queued trial first")
             setting, seed = trial_setting(trial), trial_seed(trial)  # the point it was queued with
             point = point_key(setting, seed)
             if point not in grid_points(self.experiment):
