@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import torch
-from helpers.runs import cpu_run_args, run_command, with_callback
+from helpers.runs import conf_args, cpu_run_args, run_command, with_callback
 from lightning.pytorch import Callback
 
 from vae_lightning.cli import main
@@ -29,22 +29,11 @@ from vae_lightning.module import VAEModule
 from vae_lightning.runs import read_events, scalar_values
 from vae_lightning.runtime.errors import STOPPED_EXIT_CODE
 
-#: 2 epochs of 4 batches per process (8 optimizer steps), 2 validation batches per process.
-DDP_RUN = [
-    "--trainer.max_epochs=2",
-    "--trainer.limit_train_batches=4",
-    "--trainer.limit_val_batches=2",
-    "--trainer.num_sanity_val_steps=0",
-    "--progress_bar.refresh_rate=0",
-]
-
-
 
 def ddp_fit(mnist_dir: Path, save_dir: Path, *extra: str) -> subprocess.CompletedProcess:
-    """``fit`` with the default config under plain ``ddp`` on two CPU processes, writing under ``save_dir``."""
-    args = [a for a in cpu_run_args(mnist_dir, save_dir) if a != "--trainer.devices=1"]
-    ddp = ["--trainer.strategy=ddp", "--trainer.devices=2", "--data.batch_size=32"]
-    return run_command("vae_lightning", ["fit", *args, *ddp, *extra])
+    """``fit`` with the default config under plain ``ddp`` on two CPU processes (tests/conf/ddp.yaml:
+    2 epochs of 4 batches of 32 per process, 8 optimizer steps), writing under ``save_dir``."""
+    return run_command("vae_lightning", ["fit", *cpu_run_args(mnist_dir, save_dir), *conf_args("ddp"), *extra])
 
 
 def checkpoint_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -145,7 +134,7 @@ def test_the_loader_gives_each_process_its_own_disjoint_shard_and_together_all_i
 def ddp_run(mnist_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One uninterrupted 2-process run; returns its ``save_dir`` (records in ``seen/``)."""
     save_dir = tmp_path_factory.mktemp("ddp")
-    result = ddp_fit(mnist_dir, save_dir, *DDP_RUN, with_callback(RecordShards, out_dir=str(save_dir / "seen")))
+    result = ddp_fit(mnist_dir, save_dir, with_callback(RecordShards, out_dir=str(save_dir / "seen")))
     assert result.returncode == 0, result.stderr[-3000:]
     return save_dir
 
@@ -157,7 +146,9 @@ def test_each_process_trains_on_its_own_half_of_each_global_batch_and_metrics_ar
         [
             "fit",
             *cpu_run_args(mnist_dir, tmp_path),
-            *DDP_RUN,
+            *conf_args("ddp"),
+            "--trainer.strategy=auto",  # the same run in one process, on the global batch of 64
+            "--trainer.devices=1",
             "--data.batch_size=64",
             with_callback(RecordShards, out_dir=str(tmp_path / "seen")),
         ]
@@ -196,7 +187,7 @@ def test_rank_zero_alone_writes_the_run_folder_events_and_checkpoints(ddp_run: P
 def test_a_run_stopped_by_sigterm_mid_epoch_resumes_to_the_weights_of_one_that_was_not(
     ddp_run: Path, mnist_dir: Path, tmp_path: Path
 ) -> None:
-    stopped = ddp_fit(mnist_dir, tmp_path, *DDP_RUN, with_callback(SignalAt, step=6, signum=int(signal.SIGTERM)))
+    stopped = ddp_fit(mnist_dir, tmp_path, with_callback(SignalAt, step=6, signum=int(signal.SIGTERM)))
     assert stopped.returncode == STOPPED_EXIT_CODE, stopped.stderr[-3000:]  # stopped, not finished
     run_dir = tmp_path / "lightning_logs" / "version_0"
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -225,9 +216,6 @@ def test_a_deterministic_autoencoder_trains_under_plain_ddp_with_every_parameter
         "--model.network.init_args.deterministic=true",
         "--trainer.max_epochs=1",
         "--trainer.limit_train_batches=3",  # an unused parameter fails DDP's second step
-        "--trainer.limit_val_batches=2",
-        "--trainer.num_sanity_val_steps=0",
-        "--progress_bar.refresh_rate=0",
         with_callback(RecordWeights, out_dir=str(tmp_path / "weights")),
     )
     assert result.returncode == 0, result.stderr[-3000:]

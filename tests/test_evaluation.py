@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.runs import conf_args
 from lightning.pytorch import Trainer
 from torch.distributions import Bernoulli as BernoulliDistribution
 from torch.distributions import Normal
@@ -208,27 +209,9 @@ def test_the_evaluation_section_turns_bounds_and_denoising_off(trained_run: Path
 
 
 def test_linear_autoencoder_decoder_spans_the_top_principal_subspace(cli_args: list[str], tmp_path: Path) -> None:
-    latent_dim = 2
-    cli = main(
-        [
-            "fit",
-            *cli_args,
-            "--model.network.init_args.linear=true",
-            "--model.network.init_args.deterministic=true",
-            f"--model.network.init_args.latent_dim={latent_dim}",
-            "--model.network.init_args.hidden_dims=[256]",
-            "--model.likelihood.init_args.link=identity",
-            "--model.optimizer=torch.optim.Adam",
-            "--model.optimizer.lr=0.001",
-            "--data.batch_size=1000",
-            "--trainer.gradient_clip_val=null",
-            "--trainer.max_epochs=4",
-            "--trainer.limit_train_batches=60",
-            "--trainer.limit_val_batches=0",
-            "--trainer.callbacks=[]",
-            "--trainer.enable_checkpointing=false",
-        ]
-    )
+    cli = main(["fit", *cli_args, *conf_args("linear_autoencoder")])
+    latent_dim = cli.model.network.latent_dim
+    assert latent_dim == 2
     train_images = cli.datamodule.splits["train"][0][:20000].flatten(1).float() / 255
     centred = (train_images - train_images.mean(dim=0)).double()
     _, eigenvectors = torch.linalg.eigh(centred.T @ centred)  # exact PCA; eigenvalues ascending

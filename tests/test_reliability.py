@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import torch
 from helpers.recorders import StepLosses
-from helpers.runs import cpu_run_args, with_callback
+from helpers.runs import conf_args, cpu_run_args, with_callback
 from lightning.pytorch import Callback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -38,13 +38,7 @@ from vae_lightning.runtime.errors import (
 )
 
 #: 3 epochs of 4 batches of 32 (12 optimizer steps), two validation batches per epoch.
-SHORT_RUN = [
-    "--trainer.max_epochs=3",
-    "--trainer.limit_train_batches=4",
-    "--trainer.limit_val_batches=2",
-    "--trainer.num_sanity_val_steps=0",
-    "--data.batch_size=32",
-]
+SHORT_RUN = conf_args("short_run")
 
 
 def fit_args(mnist_dir: Path, save_dir: Path, *extra: str) -> list[str]:
