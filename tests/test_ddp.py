@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import signal
 import subprocess
 from pathlib import Path
@@ -17,6 +16,8 @@ from typing import Any
 
 import pytest
 import torch
+from helpers.compare import assert_same_weights
+from helpers.faults import SignalAt
 from helpers.runs import conf_args, cpu_run_args, run_command, with_callback
 from lightning.pytorch import Callback
 
@@ -38,12 +39,6 @@ def ddp_fit(mnist_dir: Path, save_dir: Path, *extra: str) -> subprocess.Complete
 
 def checkpoint_weights(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
-
-
-def assert_same_weights(actual: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
-    assert actual.keys() == expected.keys()
-    for name in expected:
-        torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=1e-6, msg=name)
 
 
 class RecordShards(Callback):
@@ -101,18 +96,6 @@ class RecordWeights(Callback):
         self.out_dir.mkdir(parents=True, exist_ok=True)
         record = {"start": self.start, "end": self.digests(pl_module)}
         (self.out_dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
-
-
-class SignalAt(Callback):
-    """Rank 0 sends ``signum`` to its own process (as ``kill <pid>`` of the command a user started
-    does) while optimizer step ``step`` is being computed; the run is to stop once it is done."""
-
-    def __init__(self, step: int, signum: int) -> None:
-        self.step, self.signum = step, signum
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if trainer.global_step == self.step - 1 and trainer.global_rank == 0:
-            os.kill(os.getpid(), self.signum)
 
 
 def read_ranks(folder: Path) -> list[dict[str, Any]]:
