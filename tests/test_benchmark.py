@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 from helpers.recorders import StepLosses
+from helpers.runs import REPO_ROOT
 from lightning.pytorch.callbacks import TQDMProgressBar
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from torchvision import datasets, transforms
@@ -19,8 +20,6 @@ from vae_lightning.cli import main
 from vae_lightning.data import train_val_split
 from tools import benchmark
 from vae_lightning.runs import read_events, scalar_values
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_benchmark_writes_the_paired_ratios_and_the_cost_of_self_log(mnist_dir: Path, tmp_path: Path) -> None:
