@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers.postgres import postgres_server, postgres_url  # noqa: F401 - fixtures: a PostgreSQL server, a database
@@ -52,3 +53,24 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> Pa
     )
     (run_dir,) = (save_dir / "lightning_logs").iterdir()
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def reference_run(mnist_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The uninterrupted short run (tests/conf/short_run.yaml, 12 optimizer steps) that the
+    interrupted-and-resumed ones must reproduce: its final weights, validation loss, step losses
+    and ``last.ckpt``."""
+    from helpers.compare import find_callback, weights
+    from helpers.recorders import StepLosses
+    from helpers.runs import short_fit_args, with_callback
+
+    from vae_lightning.cli import main
+
+    save_dir = tmp_path_factory.mktemp("reference")
+    cli = main(short_fit_args(mnist_dir, save_dir, with_callback(StepLosses)))
+    return {
+        "weights": weights(cli.model),
+        "val_loss": float(cli.trainer.callback_metrics["val/loss"]),
+        "losses": find_callback(cli, StepLosses).losses,
+        "checkpoint": save_dir / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt",
+    }

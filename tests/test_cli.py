@@ -1,4 +1,5 @@
-"""End to end through the real CLI on real MNIST: fit, the logs it leaves, test, and config errors."""
+"""End to end through the real CLI on real MNIST: fit, the logs it leaves, test, and config errors
+(a misspelt key, a wrong type, an invalid value: each refused before any run folder is made)."""
 
 from __future__ import annotations
 
@@ -120,6 +121,27 @@ def test_a_wrongly_typed_value_is_refused_with_its_key(cli_args: list[str], caps
     with pytest.raises(SystemExit):
         main(["fit", *cli_args, "--data.batch_size=many"])
     assert "batch_size" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argument", "named"),
+    [
+        ("--model.network.init_args.latent_dim=0", "latent_dim must be positive, got 0"),
+        ("--model.network.init_args.hidden_dims=[]", "hidden_dims must be a non-empty list"),
+        ("--model.mc_samples=0", "mc_samples must be at least 1, got 0"),
+        ("--trainer.gradient_clip_algorithm=sometimes", "`gradient_clip_algorithm` sometimes is invalid"),
+        ("--model.optimizer.init_args.lr=-0.1", "model.optimizer: Invalid learning rate: -0.1"),
+        ("--model.latent_size=3", "latent_size"),
+    ],
+)
+def test_an_invalid_value_is_refused_before_training_naming_the_key(
+    argument: str, named: str, cli_args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *cli_args, argument])
+    assert exit_info.value.code == 2
+    assert named in capsys.readouterr().err
+    assert not (tmp_path / "lightning_logs").exists()  # refused before any run folder was made
 
 
 def test_print_config_shows_the_full_configuration(cli_args: list[str], capsys: pytest.CaptureFixture) -> None:

@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from helpers.runs import DEFAULT_CONFIG
 
 from vae_lightning.callbacks import ImagePredictionWriter, SampleQualityMonitor
 from vae_lightning.callbacks.evaluation import Evaluator
 from vae_lightning.data import ImageDataModule
 from vae_lightning.module import DEFAULT_LR, DEFAULT_MOMENTUM, VAEModule
 
-DEFAULT_CONFIG = Path(__file__).parents[1] / "configs" / "default.yaml"
 CONFIG = yaml.safe_load(DEFAULT_CONFIG.read_text())
 
 # Lightning's and torch's own classes keep their defaults; the YAML sets what the project chooses.

@@ -12,7 +12,7 @@ import torch
 import torchvision
 from helpers.image_files import write_cifar10, write_shapes_folder
 from helpers.recorders import StepLosses
-from helpers.runs import CONFIGS, cpu_run_args
+from helpers.runs import CONFIGS, conf_args, cpu_run_args
 from PIL import Image
 
 from vae_lightning.cli import main
@@ -110,19 +110,8 @@ class Run:
 
 def run_args(data_dir: Path, save_dir: Path, *overrides: str) -> list[str]:
     """configs/conv.yaml with narrower layers and a few batches, so a run takes seconds on a CPU."""
-    return [
-        *cpu_run_args(data_dir, save_dir),
-        "--config",
-        str(CONFIGS / "conv.yaml"),
-        "--model.network.init_args.channels=[8, 16]",
-        "--model.network.init_args.hidden_dim=64",
-        "--data.batch_size=32",
-        "--trainer.max_epochs=1",
-        "--trainer.limit_train_batches=20",
-        "--trainer.limit_val_batches=2",
-        "--progress_bar.refresh_rate=0",
-        *overrides,
-    ]
+    conv = ["--config", str(CONFIGS / "conv.yaml"), *conf_args("narrow_conv"), *conf_args("one_epoch")]
+    return [*cpu_run_args(data_dir, save_dir), *conv, *overrides]
 
 
 @pytest.fixture(scope="module")

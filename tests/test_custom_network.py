@@ -10,7 +10,7 @@ import pytest
 import torch
 from helpers.networks import EncoderOnly, PlainVAE, TinyVAE
 from helpers.recorders import StepLosses
-from helpers.runs import cpu_run_args
+from helpers.runs import conf_args, cpu_run_args
 
 from vae_lightning.cli import main
 from vae_lightning.module import VAEModule
@@ -31,13 +31,9 @@ def fit(mnist_dir: Path, tmp_path: Path, overlay: Path) -> tuple[VAEModule, list
         [
             "fit",
             *cpu_run_args(mnist_dir, tmp_path),
+            *conf_args("one_epoch"),
             "--config",
             str(overlay),
-            "--data.batch_size=32",
-            "--trainer.max_epochs=1",
-            "--trainer.limit_train_batches=20",
-            "--trainer.limit_val_batches=2",
-            "--progress_bar.refresh_rate=0",
         ],
         trainer_defaults={"callbacks": [losses]},
     )

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import signal
 import subprocess
 from pathlib import Path
@@ -17,7 +16,9 @@ from typing import Any
 
 import pytest
 import torch
-from helpers.runs import cpu_run_args, run_command, with_callback
+from helpers.compare import assert_same_weights
+from helpers.faults import SignalAt
+from helpers.runs import conf_args, cpu_run_args, run_command, with_callback
 from lightning.pytorch import Callback
 
 from vae_lightning.cli import main
@@ -29,32 +30,15 @@ from vae_lightning.module import VAEModule
 from vae_lightning.runs import read_events, scalar_values
 from vae_lightning.runtime.errors import STOPPED_EXIT_CODE
 
-#: 2 epochs of 4 batches per process (8 optimizer steps), 2 validation batches per process.
-DDP_RUN = [
-    "--trainer.max_epochs=2",
-    "--trainer.limit_train_batches=4",
-    "--trainer.limit_val_batches=2",
-    "--trainer.num_sanity_val_steps=0",
-    "--progress_bar.refresh_rate=0",
-]
-
-
 
 def ddp_fit(mnist_dir: Path, save_dir: Path, *extra: str) -> subprocess.CompletedProcess:
-    """``fit`` with the default config under plain ``ddp`` on two CPU processes, writing under ``save_dir``."""
-    args = [a for a in cpu_run_args(mnist_dir, save_dir) if a != "--trainer.devices=1"]
-    ddp = ["--trainer.strategy=ddp", "--trainer.devices=2", "--data.batch_size=32"]
-    return run_command("vae_lightning", ["fit", *args, *ddp, *extra])
+    """``fit`` with the default config under plain ``ddp`` on two CPU processes (tests/conf/ddp.yaml:
+    2 epochs of 4 batches of 32 per process, 8 optimizer steps), writing under ``save_dir``."""
+    return run_command("vae_lightning", ["fit", *cpu_run_args(mnist_dir, save_dir), *conf_args("ddp"), *extra])
 
 
 def checkpoint_weights(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
-
-
-def assert_same_weights(actual: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
-    assert actual.keys() == expected.keys()
-    for name in expected:
-        torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=1e-6, msg=name)
 
 
 class RecordShards(Callback):
@@ -114,18 +98,6 @@ class RecordWeights(Callback):
         (self.out_dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
 
 
-class SignalAt(Callback):
-    """Rank 0 sends ``signum`` to its own process (as ``kill <pid>`` of the command a user started
-    does) while optimizer step ``step`` is being computed; the run is to stop once it is done."""
-
-    def __init__(self, step: int, signum: int) -> None:
-        self.step, self.signum = step, signum
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if trainer.global_step == self.step - 1 and trainer.global_rank == 0:
-            os.kill(os.getpid(), self.signum)
-
-
 def read_ranks(folder: Path) -> list[dict[str, Any]]:
     return [json.loads((folder / f"rank{r}.json").read_text()) for r in (0, 1)]
 
@@ -145,7 +117,7 @@ def test_the_loader_gives_each_process_its_own_disjoint_shard_and_together_all_i
 def ddp_run(mnist_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One uninterrupted 2-process run; returns its ``save_dir`` (records in ``seen/``)."""
     save_dir = tmp_path_factory.mktemp("ddp")
-    result = ddp_fit(mnist_dir, save_dir, *DDP_RUN, with_callback(RecordShards, out_dir=str(save_dir / "seen")))
+    result = ddp_fit(mnist_dir, save_dir, with_callback(RecordShards, out_dir=str(save_dir / "seen")))
     assert result.returncode == 0, result.stderr[-3000:]
     return save_dir
 
@@ -157,7 +129,9 @@ def test_each_process_trains_on_its_own_half_of_each_global_batch_and_metrics_ar
         [
             "fit",
             *cpu_run_args(mnist_dir, tmp_path),
-            *DDP_RUN,
+            *conf_args("ddp"),
+            "--trainer.strategy=auto",  # the same run in one process, on the global batch of 64
+            "--trainer.devices=1",
             "--data.batch_size=64",
             with_callback(RecordShards, out_dir=str(tmp_path / "seen")),
         ]
@@ -196,7 +170,7 @@ def test_rank_zero_alone_writes_the_run_folder_events_and_checkpoints(ddp_run: P
 def test_a_run_stopped_by_sigterm_mid_epoch_resumes_to_the_weights_of_one_that_was_not(
     ddp_run: Path, mnist_dir: Path, tmp_path: Path
 ) -> None:
-    stopped = ddp_fit(mnist_dir, tmp_path, *DDP_RUN, with_callback(SignalAt, step=6, signum=int(signal.SIGTERM)))
+    stopped = ddp_fit(mnist_dir, tmp_path, with_callback(SignalAt, step=6, signum=int(signal.SIGTERM)))
     assert stopped.returncode == STOPPED_EXIT_CODE, stopped.stderr[-3000:]  # stopped, not finished
     run_dir = tmp_path / "lightning_logs" / "version_0"
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -225,9 +199,6 @@ def test_a_deterministic_autoencoder_trains_under_plain_ddp_with_every_parameter
         "--model.network.init_args.deterministic=true",
         "--trainer.max_epochs=1",
         "--trainer.limit_train_batches=3",  # an unused parameter fails DDP's second step
-        "--trainer.limit_val_batches=2",
-        "--trainer.num_sanity_val_steps=0",
-        "--progress_bar.refresh_rate=0",
         with_callback(RecordWeights, out_dir=str(tmp_path / "weights")),
     )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -17,13 +17,13 @@ import urllib.request
 from pathlib import Path, PurePosixPath
 
 from helpers import docker_engine
+from helpers.runs import REPO_ROOT
 import pytest
 import yaml
 
 from vae_lightning.cli import main
 from vae_lightning.callbacks import ImagePredictionWriter
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 
 

@@ -1,5 +1,6 @@
-"""Likelihoods against torch.distributions, the IWAE bound, PSNR/SSIM, denoising, the `test`
-subcommand and its evaluation section, and the linear autoencoder against PCA on real MNIST."""
+"""The test-time evaluation (callbacks/evaluation.py): the IWAE bound, PSNR/SSIM, denoising, the
+`test` subcommand and its evaluation section, and the linear autoencoder against PCA on real
+MNIST. The likelihoods themselves are tested in test_likelihoods.py."""
 
 from __future__ import annotations
 
@@ -8,16 +9,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.runs import conf_args
 from lightning.pytorch import Trainer
-from torch.distributions import Bernoulli as BernoulliDistribution
-from torch.distributions import Normal
 from torch.utils.data import DataLoader, TensorDataset
 
 from vae_lightning.callbacks.evaluation import iwae_bounds, reconstruction_metrics
 from vae_lightning.cli import main
 from vae_lightning.data import ImageDataModule
 from vae_lightning.latent import reparameterize
-from vae_lightning.likelihoods import MSE, Bernoulli, Gaussian
 from vae_lightning.losses import kl_divergence, reconstruction_loss
 from vae_lightning.module import VAEModule
 from vae_lightning.runs import read_events
@@ -36,69 +35,6 @@ def test_batch(mnist_dir: Path) -> torch.Tensor:
     datamodule = ImageDataModule(data_dir=str(mnist_dir), download=False)
     datamodule.setup("test")
     return next(iter(datamodule.test_dataloader()))[0][:64]
-
-
-def _per_image(values: torch.Tensor) -> torch.Tensor:
-    return values.flatten(-3).sum(-1)
-
-
-def test_gaussian_and_bernoulli_likelihoods_match_torch_distributions() -> None:
-    torch.manual_seed(0)
-    x = torch.rand(5, *SHAPE)
-    logits = torch.randn(3, 5, *SHAPE)  # 3 samples of z
-    mean = torch.sigmoid(logits)
-    gaussian = Gaussian(std=0.2).log_likelihood(x, logits)
-    assert torch.allclose(gaussian, _per_image(Normal(mean, 0.2).log_prob(x)), rtol=1e-5)
-    binary = torch.bernoulli(x)
-    bernoulli = Bernoulli().log_likelihood(binary, logits)
-    assert bernoulli.shape == (3, 5)
-    assert torch.allclose(bernoulli, _per_image(BernoulliDistribution(logits=logits).log_prob(binary)), rtol=1e-5)
-
-
-def test_mse_is_the_log_density_of_a_gaussian_with_variance_one_half() -> None:
-    torch.manual_seed(0)
-    x, logits = torch.rand(4, *SHAPE), torch.randn(4, *SHAPE)
-    x_hat = torch.sigmoid(logits)
-    expected = _per_image(Normal(x_hat, math.sqrt(0.5)).log_prob(x))
-    likelihood = MSE()
-    assert torch.allclose(likelihood.log_likelihood(x, logits), expected, rtol=1e-5)
-    # ... whose negative is the report's squared error plus D/2 log(pi) = 448.7 nats
-    squared_error = _per_image((x - x_hat).pow(2))
-    assert torch.allclose(-expected, squared_error + D / 2 * math.log(math.pi), rtol=1e-5)
-    assert torch.isclose(likelihood.reconstruction_loss(x, logits), reconstruction_loss(x, x_hat))
-
-
-def test_the_identity_link_scores_the_decoder_output_itself() -> None:
-    x, output = torch.rand(2, *SHAPE), torch.randn(2, *SHAPE)
-    likelihood = MSE(link="identity")
-    assert torch.equal(likelihood.mean(output), output)
-    assert torch.isclose(likelihood.reconstruction_loss(x, output), reconstruction_loss(x, output))
-
-
-def test_a_learned_gaussian_std_is_a_parameter_of_the_module_and_trains() -> None:
-    module = VAEModule(likelihood=Gaussian(std=0.5, learn_std=True))
-    names = [name for name, _ in module.named_parameters()]
-    assert "likelihood.log_std" in names
-    optimizer = module.configure_optimizers()
-    x = torch.rand(16, *SHAPE)
-    before = module.likelihood.log_std.item()
-    module.likelihood.reconstruction_loss(x, module.network.decode(module.network.encode(x)[0])).backward()
-    optimizer.step()
-    assert module.likelihood.log_std.item() != before
-
-
-def test_bernoulli_likelihood_stays_finite_for_saturated_logits() -> None:
-    x = torch.tensor([1.0, 0.0]).view(1, 1, 1, 2)
-    logits = torch.tensor([200.0, -200.0]).view(1, 1, 1, 2)
-    assert torch.isclose(Bernoulli().log_likelihood(x, logits), torch.tensor([0.0]))
-    assert torch.isclose(Bernoulli().log_likelihood(1 - x, logits), torch.tensor([-400.0]))
-
-
-def test_bad_likelihood_settings_are_refused_with_the_option_named() -> None:
-    with pytest.raises(ValueError, match="std must be positive"):
-        Gaussian(std=0)
-    with pytest.raises(ValueError, match="link"):
-        MSE(link="tanh")  # type: ignore[arg-type]
 
 
 def test_iwae_bound_is_above_the_elbo_and_tightens_with_k(trained: VAEModule, test_batch: torch.Tensor) -> None:
@@ -208,27 +144,9 @@ def test_the_evaluation_section_turns_bounds_and_denoising_off(trained_run: Path
 
 
 def test_linear_autoencoder_decoder_spans_the_top_principal_subspace(cli_args: list[str], tmp_path: Path) -> None:
-    latent_dim = 2
-    cli = main(
-        [
-            "fit",
-            *cli_args,
-            "--model.network.init_args.linear=true",
-            "--model.network.init_args.deterministic=true",
-            f"--model.network.init_args.latent_dim={latent_dim}",
-            "--model.network.init_args.hidden_dims=[256]",
-            "--model.likelihood.init_args.link=identity",
-            "--model.optimizer=torch.optim.Adam",
-            "--model.optimizer.lr=0.001",
-            "--data.batch_size=1000",
-            "--trainer.gradient_clip_val=null",
-            "--trainer.max_epochs=4",
-            "--trainer.limit_train_batches=60",
-            "--trainer.limit_val_batches=0",
-            "--trainer.callbacks=[]",
-            "--trainer.enable_checkpointing=false",
-        ]
-    )
+    cli = main(["fit", *cli_args, *conf_args("linear_autoencoder")])
+    latent_dim = cli.model.network.latent_dim
+    assert latent_dim == 2
     train_images = cli.datamodule.splits["train"][0][:20000].flatten(1).float() / 255
     centred = (train_images - train_images.mean(dim=0)).double()
     _, eigenvectors = torch.linalg.eigh(centred.T @ centred)  # exact PCA; eigenvalues ascending

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers.image_files import write_shapes_folder
-from helpers.runs import DEFAULT_CONFIG
+from helpers.runs import cpu_run_args
 
 from vae_lightning.cli import main, run_cli
 from vae_lightning.data import ImageDataModule
@@ -119,8 +119,8 @@ def test_a_missing_feature_network_is_an_error_naming_the_option(cli_args: list[
 
 def test_a_feature_network_of_another_image_shape_is_not_used(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     write_shapes_folder(tmp_path / "shapes", train_per_class=4, test_per_class=4, size=16)
-    args = ["test", "--config", str(DEFAULT_CONFIG), "--data.dataset=image_folder", f"--data.data_dir={tmp_path / 'shapes'}",
-            "--data.val_size=2", f"--trainer.default_root_dir={tmp_path}", "--trainer.accelerator=cpu", "--evaluation.iwae_samples=[]", "--allow_untrained=true"]  # fmt: skip
+    args = ["test", *cpu_run_args(tmp_path / "shapes", tmp_path), "--data.dataset=image_folder", "--data.val_size=2",
+            "--evaluation.iwae_samples=[]", "--allow_untrained=true"]  # fmt: skip
     with pytest.warns(UserWarning, match=r"no sample metrics: the feature network mnist.pt was trained on mnist images of \(1, 28, 28\)"):
         cli = main(args)
     assert "test/psnr" in cli.trainer.callback_metrics and "test/fid" not in cli.trainer.callback_metrics

@@ -6,33 +6,19 @@ byte-identical. The same grown grid raced by two workers on PostgreSQL: test_swe
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
+from helpers.compare import file_digests
 from optuna.trial import TrialState
-from test_experiments import CLIP, DEFAULT_CONFIG, grid_points, load_study, table_rows, write_experiment
+from helpers.runs import DEFAULT_CONFIG
+from helpers.sweeps import CLIP, grid_points, load_study, one_torch_thread, table_rows, write_experiment  # noqa: F401 - one_torch_thread: an autouse fixture
 
 from vae_lightning.experiments.cli import main as experiments_main
 
 LATENT = "model.network.init_args.latent_dim"
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
-def file_digests(folder: Path) -> dict[str, str]:
-    """Every file under ``folder`` (relative path) and the SHA-256 of its bytes."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def run(experiment_file: Path, *options: str) -> int:

@@ -19,11 +19,11 @@ import optuna
 import pytest
 import sqlalchemy.exc
 from optuna.trial import TrialState
-from test_experiments import CLIP, grid_points, table_rows, write_experiment
+from helpers.runs import REPO_ROOT
+from helpers.sweeps import CLIP, grid_points, table_rows, write_experiment
 
 from vae_lightning.experiments.cli import main as experiments_main
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 #: 2 settings x 2 seeds, each trial a --fast run of 2 training batches
 GRID, SEEDS = {CLIP: [0.5, None]}, [0, 1]
 EVERY_POINT_ONCE = Counter({(0.5, 0): 1, (0.5, 1): 1, (None, 0): 1, (None, 1): 1})

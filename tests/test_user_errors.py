@@ -22,7 +22,7 @@ from vae_lightning.runtime.errors import (
 
 TRACEBACK = "Traceback (most recent call last)"
 
-#: 3 epochs of 4 batches of 32, as in tests/test_reliability.py, where lr 1.0 without clipping
+#: 3 epochs of 4 batches of 32, as in tests/conf/short_run.yaml, where lr 1.0 without clipping
 #: turns the loss into NaN at step 5.
 DIVERGING_RUN = [
     "--trainer.max_epochs=3",

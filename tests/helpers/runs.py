@@ -1,5 +1,7 @@
 """Running the project as a user does: the default config on one CPU with real MNIST, in-process
-(``main(["fit", *cpu_run_args(...)])``) or in a fresh process (:func:`run_command`)."""
+(``main(["fit", *cpu_run_args(...)])``) or in a fresh process (:func:`run_command`). The tests'
+own settings are small YAML files in tests/conf/ (:func:`conf_args`), put on top with
+``--config``."""
 
 from __future__ import annotations
 
@@ -15,21 +17,34 @@ TESTS = REPO_ROOT / "tests"
 CONFIGS = REPO_ROOT / "configs"
 DEFAULT_CONFIG = CONFIGS / "default.yaml"
 DATA_DIR = REPO_ROOT.parent / "shared" / "data"
+TEST_CONFIGS = TESTS / "conf"
+
+
+def conf_args(name: str) -> list[str]:
+    """``--config tests/conf/<name>.yaml``: one of the tests' small overlays."""
+    path = TEST_CONFIGS / f"{name}.yaml"
+    assert path.is_file(), f"no test config {path}"
+    return ["--config", str(path)]
 
 
 def cpu_run_args(data_dir: Path, root_dir: Path) -> list[str]:
-    """The default config on one CPU with real MNIST, writing only under ``root_dir``
-    (``root_dir/lightning_logs/version_N``); put a subcommand before it and overrides after it."""
+    """The default config on one CPU with real MNIST (tests/conf/cpu.yaml), writing only under
+    ``root_dir`` (``root_dir/lightning_logs/version_N``); put a subcommand before it and
+    overrides (more ``--config`` files, options) after it."""
     return [
         "--config",
         str(DEFAULT_CONFIG),
+        *conf_args("cpu"),
         f"--data.data_dir={data_dir}",
-        "--data.download=false",
         f"--trainer.default_root_dir={root_dir}",
-        "--trainer.accelerator=cpu",
-        "--trainer.devices=1",
-        "--trainer.enable_model_summary=false",
     ]
+
+
+def short_fit_args(data_dir: Path, root_dir: Path, *extra: str) -> list[str]:
+    """``fit`` of tests/conf/short_run.yaml (3 epochs of 4 batches of 32: 12 optimizer steps) on
+    top of :func:`cpu_run_args`, then ``extra``: the run that resume, determinism, guard and
+    checkpoint tests interrupt and compare."""
+    return ["fit", *cpu_run_args(data_dir, root_dir), *conf_args("short_run"), *extra]
 
 
 def with_callback(callback_class: type, **init_args: Any) -> str:
