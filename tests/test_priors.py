@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 from helpers.variants import BATCHES, VariantRun
+from lightning.pytorch import Trainer
 from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal, kl_divergence
+from torch.utils.data import DataLoader, TensorDataset
 
 from vae_lightning.callbacks.evaluation import iwae_bounds
 from vae_lightning.cli import main
@@ -20,6 +22,7 @@ from vae_lightning.models import MLPVAE
 from vae_lightning.module import VAEModule
 from vae_lightning.objectives import ELBO
 from vae_lightning.priors import MixtureOfGaussians, StandardNormal, VampPrior
+from vae_lightning.runtime.errors import CheckpointError
 
 
 def _posteriors(count: int = 64, d: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
@@ -162,3 +165,18 @@ def test_each_prior_trains_tests_predicts_and_resumes_through_the_cli(overlay: s
     trained = torch.load(run.checkpoint, map_location="cpu", weights_only=True)["state_dict"]
     assert any(key.startswith("prior.") for key in trained), "the prior's learned parameters are saved with the model"
     assert run.hyper_parameters(run.resumed_checkpoint)["prior"]["class_path"] == f"vae_lightning.priors.{type(prior).__name__}"
+
+
+def test_a_module_built_in_python_saves_its_learned_prior_and_names_it_for_the_load(tmp_path: Path) -> None:
+    module = VAEModule(network=MLPVAE(hidden_dims=[16], latent_dim=3), likelihood=Bernoulli(), prior=MixtureOfGaussians(4))
+    trainer = Trainer(max_steps=2, limit_val_batches=0, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                      accelerator="cpu", default_root_dir=tmp_path, enable_checkpointing=False)
+    images = (torch.rand(16, 1, 28, 28) < 0.2).float()
+    trainer.fit(module, train_dataloaders=DataLoader(TensorDataset(images, torch.zeros(16)), batch_size=8))
+    path = tmp_path / "module.ckpt"
+    trainer.save_checkpoint(path)
+    with pytest.raises(CheckpointError, match=r"pass them again, load_from_checkpoint\(path, network=\.\.\., prior=\.\.\.\)"):
+        VAEModule.load_from_checkpoint(path, network=MLPVAE(hidden_dims=[16], latent_dim=3))
+    loaded = VAEModule.load_from_checkpoint(path, network=MLPVAE(hidden_dims=[16], latent_dim=3), prior=MixtureOfGaussians(4))
+    assert torch.equal(loaded.prior.means, module.prior.means)
+    assert not torch.equal(loaded.prior.weight_logits, torch.zeros(4))  # the weights were learned, not the initial ones
