@@ -108,7 +108,8 @@ def test_generate_and_the_iwae_bound_use_the_configured_prior() -> None:
     mixture.network.load_state_dict(standard.network.state_dict())
     _as_standard_normal(mixture.prior)
     x = (torch.rand(16, 1, 28, 28, generator=torch.Generator().manual_seed(1)) < 0.2).float()
-    bound = {name: iwae_bounds(m, x, [10], generator=torch.Generator().manual_seed(2))[10] for name, m in [("standard", standard), ("mixture", mixture)]}
+    bound = {name: iwae_bounds(model, x, [10], generator=torch.Generator().manual_seed(2))[10]
+             for name, model in [("standard", standard), ("mixture", mixture)]}
     assert torch.allclose(bound["standard"], bound["mixture"], atol=1e-4)  # the same prior, written twice
     with torch.no_grad():
         mixture.prior.means.fill_(6.0)  # a prior far from the posteriors: a looser bound, other samples
