@@ -43,7 +43,7 @@ def _disagreements(cls: type, settings: dict[str, Any]) -> list[str]:
 
 def _classes_in_config() -> list[tuple[str, dict[str, Any]]]:
     model = CONFIG["model"]
-    entries = [(model[key]["class_path"], model[key].get("init_args") or {}) for key in ("network", "likelihood")]
+    entries = [(model[key]["class_path"], model[key].get("init_args") or {}) for key in ("network", "likelihood", "prior", "objective")]
     entries += [(c["class_path"], c.get("init_args") or {}) for c in CONFIG["trainer"]["callbacks"]]
     return [(path, args) for path, args in entries if path not in PROJECT_CHOICES]
 
@@ -54,7 +54,7 @@ def test_each_project_class_in_the_default_config_has_the_yamls_values_as_its_de
 
 
 def test_the_module_data_evaluation_prediction_and_sample_quality_sections_are_the_code_defaults() -> None:
-    model = {key: value for key, value in CONFIG["model"].items() if key not in ("network", "likelihood", "optimizer")}
+    model = {key: value for key, value in CONFIG["model"].items() if key not in ("network", "likelihood", "optimizer", "prior", "objective")}
     assert _disagreements(VAEModule, model) == []
     assert _disagreements(ImageDataModule, CONFIG["data"]) == []
     assert _disagreements(Evaluator, CONFIG["evaluation"]) == []
@@ -67,6 +67,8 @@ def test_the_default_network_likelihood_and_optimizer_are_the_yamls() -> None:
     model = CONFIG["model"]
     assert f"{type(module.network).__module__.rsplit('.', 1)[0]}.{type(module.network).__name__}" == model["network"]["class_path"]
     assert f"{type(module.likelihood).__module__}.{type(module.likelihood).__name__}" == model["likelihood"]["class_path"]
+    assert f"{type(module.prior).__module__}.{type(module.prior).__name__}" == model["prior"]["class_path"]
+    assert f"{type(module.objective).__module__}.{type(module.objective).__name__}" == model["objective"]["class_path"]
     optimizer = module.configure_optimizers()
     assert f"torch.optim.{type(optimizer).__name__}" == model["optimizer"]["class_path"]
     assert model["optimizer"]["init_args"] == {"lr": DEFAULT_LR, "momentum": DEFAULT_MOMENTUM}

@@ -4,6 +4,8 @@ active units of Burda et al. 2015)."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -18,6 +20,12 @@ def reparameterize(mu: Tensor, logvar: Tensor, samples: int = 1) -> Tensor:
     draws per image, (samples, B, d), differentiable in mu and log sigma^2."""
     eps = torch.randn((samples, *mu.shape), dtype=mu.dtype, device=mu.device)
     return mu + posterior_std(logvar) * eps
+
+
+def log_posterior(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
+    """log q(z|x) = log N(z; mu, sigma^2 I) summed over the d dimensions: (N, B) for draws z
+    (N, B, d) of posteriors (B, d)."""
+    return (-0.5 * ((z - mu).pow(2) * torch.exp(-logvar) + logvar + math.log(2 * math.pi))).sum(dim=-1)
 
 
 def latent_statistics(mu: Tensor, logvar: Tensor) -> dict[str, Tensor]:

@@ -5,8 +5,11 @@ report's squared error, a Gaussian, a Bernoulli) are objects chosen in YAML; thi
 
     x -> encode -> (mu, log sigma^2) -> z = mu + sigma * eps -> decode -> logits -> RL, KL
 
-in one place (:meth:`VAEModule.loss_terms`) for every stage, trains on RL + beta * KL, and logs
-``{stage}/loss`` (always RL + KL), ``{stage}/rl`` and ``{stage}/kl`` through Lightning's
+in one place (:meth:`VAEModule.loss_terms`) for every stage. The prior p(z) and the objective
+trained on (RL + beta * KL, or the IWAE bound) are objects too (``vae_lightning.priors``,
+``vae_lightning.objectives``): the steps hand the work to them and log
+``{stage}/loss`` (always RL + KL), ``{stage}/rl`` and ``{stage}/kl`` (and the objective's own
+terms, such as IWAE's ``{stage}/iwae_loss``) through Lightning's
 ``self.log``: ``train/*_step`` on the steps the Trainer writes, ``train/*_epoch``, ``val/*`` and
 ``test/*`` as batch-size weighted means over the epoch (over every process under DDP).
 """
@@ -25,8 +28,10 @@ from torch import Tensor, nn
 from vae_lightning.corruption import InputNoise
 from vae_lightning.latent import reparameterize
 from vae_lightning.likelihoods import MSE, Likelihood
-from vae_lightning.losses import kl_divergence, kl_weight_at
+from vae_lightning.losses import kl_weight_at
 from vae_lightning.models import MLPVAE, check_network
+from vae_lightning.objectives import ELBO, Objective
+from vae_lightning.priors import Prior, StandardNormal
 from vae_lightning.runtime.checkpoints import checkpoint_error
 
 #: SGD with the report's best momentum. The learning rate came from 5-epoch runs of the default
@@ -36,12 +41,9 @@ DEFAULT_MOMENTUM = 0.9
 
 Batch = tuple[Tensor, Tensor]
 
-#: The loss terms logged for every stage: ``{stage}/loss`` is always RL + KL.
-TERM_NAMES = ("loss", "rl", "kl")
-
 #: The arguments that are objects: under LightningCLI their saved hyperparameters are the run's
 #: configuration (class paths and init args), from which ``load_from_checkpoint`` rebuilds them.
-_OBJECT_ARGUMENTS = ("network", "likelihood", "optimizer")
+_OBJECT_ARGUMENTS = ("network", "likelihood", "optimizer", "prior", "objective")
 
 
 def default_optimizer(params) -> torch.optim.Optimizer:
@@ -61,7 +63,7 @@ def checked_optimizer(factory: Callable[[Any], torch.optim.Optimizer]) -> Callab
 
 
 class VAEModule(LightningModule):
-    """A VAE trained on RL + beta * KL, with metrics named ``{stage}/{loss,rl,kl}`` for TensorBoard.
+    """A VAE trained on its objective (RL + beta * KL by default), with metrics named ``{stage}/{loss,rl,kl}`` for TensorBoard.
 
     Args:
         network: encoder and decoder (``vae_lightning.models``: ``MLPVAE``, ``ConvVAE`` or your own
@@ -71,10 +73,17 @@ class VAEModule(LightningModule):
             report's sum of squared errors; ``Gaussian``; ``Bernoulli``). ``None``: ``MSE``.
         optimizer: builds the optimizer from the parameters; in YAML a ``class_path`` and
             ``init_args``. ``None``: SGD, lr 3e-3, momentum 0.9.
-        mc_samples: Monte-Carlo samples of z per image for RL (N in eq. 15).
+        prior: p(z) (``vae_lightning.priors``: ``StandardNormal``, ``MixtureOfGaussians``,
+            ``VampPrior``); used by the KL term, ``generate``, the IWAE bounds and the figures.
+            ``None``: ``StandardNormal``, N(0, I).
+        objective: what training minimises (``vae_lightning.objectives``: ``ELBO``, RL + beta * KL;
+            ``IWAE``, the importance-weighted bound with K draws). ``None``: ``ELBO``.
+        mc_samples: Monte-Carlo samples of z per image for RL (N in eq. 15); for ``IWAE``, sets
+            of K draws whose bounds are averaged.
         noise_std: denoising: Gaussian noise of this std on the encoder's input in training; RL
             still compares the output with the clean image. 0: off.
-        kl_weight: beta, the weight of KL in the training objective RL + beta * KL. 1: the
+        kl_weight: beta, the weight of KL in the training objective RL + beta * KL (for ``IWAE``,
+            of log p(z) - log q(z|x) in each importance weight). 1: the
             report's loss. ``{stage}/loss`` is always RL + KL, comparable across betas.
         kl_warmup: steps or epochs (``kl_warmup_interval``) over which the KL weight rises
             linearly from 0 to ``kl_weight``; logged as ``train/kl_weight``. 0: no warm-up.
@@ -86,6 +95,8 @@ class VAEModule(LightningModule):
         network: nn.Module | None = None,
         likelihood: Likelihood | None = None,
         optimizer: OptimizerCallable | None = None,
+        prior: Prior | None = None,
+        objective: Objective | None = None,
         mc_samples: int = 1,
         noise_std: float = 0.0,
         kl_weight: float = 1.0,
@@ -109,6 +120,9 @@ class VAEModule(LightningModule):
             self.save_hyperparameters(ignore=built_in_python)
         self.network = check_network(MLPVAE() if network is None else network)
         self.likelihood = MSE() if likelihood is None else likelihood
+        self.prior = StandardNormal() if prior is None else prior
+        self.prior.bind(self.network)
+        self.objective = ELBO() if objective is None else objective
         self.input_noise = InputNoise(noise_std) if noise_std > 0 else nn.Identity()
         self.optimizer_factory = checked_optimizer(optimizer or default_optimizer)
 
@@ -134,8 +148,8 @@ class VAEModule(LightningModule):
 
     @torch.no_grad()
     def generate(self, num_images: int, generator: torch.Generator | None = None) -> Tensor:
-        """Decode ``num_images`` draws from N(0, I): mean images (num_images, C, H, W)."""
-        z = torch.randn(num_images, self.latent_dim, generator=generator)  # on the CPU: a seed gives the same z anywhere
+        """Decode ``num_images`` draws from the prior: mean images (num_images, C, H, W)."""
+        z = self.prior.sample(num_images, generator=generator)  # noise drawn on the CPU: a seed gives the same z anywhere
         return self.decode(z.to(self.device))
 
     @torch.no_grad()
@@ -153,13 +167,10 @@ class VAEModule(LightningModule):
 
     def loss_terms(self, x: Tensor) -> dict[str, Tensor]:
         """RL, KL and loss = RL + KL of a batch (per-image sums averaged over the batch, eqs. 15-19),
-        with the posterior's ``mu`` and ``logvar`` (B, d). In training mode the encoder sees the
-        images with ``noise_std`` noise; RL always scores the clean ones."""
+        with the posterior's ``mu`` and ``logvar`` (B, d) and the objective's own terms. In
+        training mode the encoder sees the images with ``noise_std`` noise; RL always scores the clean ones."""
         mu, logvar = self.encode(self.input_noise(x))
-        logits = self.network.decode(reparameterize(mu, logvar, self.hparams.mc_samples))
-        rl = self.likelihood.reconstruction_loss(x, logits)
-        kl = kl_divergence(mu, logvar)
-        return {"loss": rl + kl, "rl": rl, "kl": kl, "mu": mu, "logvar": logvar}
+        return self.objective.terms(self, x, mu, logvar, self.hparams.mc_samples)
 
     def kl_weight_in_use(self) -> float:
         """beta = ``kl_weight``, ramped linearly from 0 over the first ``kl_warmup`` steps or epochs."""
@@ -167,16 +178,16 @@ class VAEModule(LightningModule):
         return kl_weight_at(progress, self.hparams.kl_weight, self.hparams.kl_warmup)
 
     def _terms_logged(self, stage: str, terms: dict[str, Tensor], **log_options: Any) -> None:
-        values = {f"{stage}/{name}": terms[name].detach() for name in TERM_NAMES}
+        values = {f"{stage}/{name}": terms[name].detach() for name in self.objective.logged_terms}
         self.log_dict(values, batch_size=terms["mu"].shape[0], **log_options)
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        """RL + beta * KL, the objective optimised; ``train/loss`` stays RL + KL."""
+        """The objective's loss at KL weight beta (RL + beta * KL for the ELBO); ``train/loss`` stays RL + KL."""
         terms = self.loss_terms(batch[0])
         beta = self.kl_weight_in_use()
         self._terms_logged("train", terms, on_step=True, on_epoch=True)
         self.log("train/kl_weight", beta, on_step=True, on_epoch=False)
-        return terms["rl"] + beta * terms["kl"]
+        return self.objective.training_loss(terms, beta)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
         """The batch's loss and its posterior means and log-variances (B, d): callbacks such as

@@ -6,7 +6,8 @@ IWAE bound (Burda et al. 2015, "Importance Weighted Autoencoders", eq. 8): with 
 
     log p(x) >= L_K = E[ log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x) ],
 
-L_1 is the ELBO, L_K grows with K and tends to log p(x). Burda et al. report L_5000.
+L_1 is the ELBO, L_K grows with K and tends to log p(x). Burda et al. report L_5000. p(z) is the
+model's configured prior (``model.prior``).
 """
 
 from __future__ import annotations
@@ -19,12 +20,11 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
-from torch.distributions import Normal
 from torchmetrics import MeanSquaredError, MetricCollection
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from vae_lightning.corruption import add_noise, seeded_generator
-from vae_lightning.latent import posterior_std
+from vae_lightning.latent import log_posterior, posterior_std
 from vae_lightning.quality import SampleQuality, load_feature_network
 from vae_lightning.quality.metrics import checked_image_count
 from vae_lightning.quality.network import LoadedFeatureNetwork
@@ -45,7 +45,8 @@ def iwae_bounds(
     stays at chunk_size x B x D whatever K is.
 
     Args:
-        module: the ``VAEModule``: its ``encode`` gives q(z|x), its ``log_likelihood`` log p(x|z).
+        module: the ``VAEModule``: its ``encode`` gives q(z|x), its ``log_likelihood`` log p(x|z),
+            its ``prior`` log p(z).
         x: images as the model sees them, (B, C, H, W).
         ks: numbers of importance samples, each >= 1.
         chunk_size: samples of z decoded at once.
@@ -59,19 +60,14 @@ def iwae_bounds(
     if chunk_size < 1:
         raise ValueError(f"iwae_chunk_size must be at least 1, got {chunk_size}")
     mu, logvar = module.encode(x)
-    posterior = Normal(mu, posterior_std(logvar))
-    prior = Normal(torch.zeros_like(mu), torch.ones_like(mu))
+    std = posterior_std(logvar)
     k_max = max(ks)
     totals = {k: torch.full_like(mu[:, 0], -math.inf) for k in ks}  # running log sum_k w_k
     for start in range(0, k_max, chunk_size):
         n = min(chunk_size, k_max - start)
         eps = torch.randn((n, *mu.shape), generator=generator).to(mu)
-        z = posterior.loc + posterior.scale * eps  # (n, B, d)
-        log_w = (
-            module.log_likelihood(x, z)
-            + prior.log_prob(z).sum(dim=-1)
-            - posterior.log_prob(z).sum(dim=-1)
-        )  # (n, B)
+        z = mu + std * eps  # (n, B, d)
+        log_w = module.log_likelihood(x, z) + module.prior.log_prob(z) - log_posterior(z, mu, logvar)  # (n, B)
         for k in ks:
             if k > start:
                 totals[k] = torch.logaddexp(totals[k], torch.logsumexp(log_w[: k - start], dim=0))

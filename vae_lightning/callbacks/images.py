@@ -24,7 +24,7 @@ def _log_image(trainer: Trainer, tag: str, grid: Tensor) -> None:
 
 
 class SampleGrid(Callback):
-    """Decodes the same draws of z ~ N(0, I) after each validation, so the grid shows progress.
+    """Decodes the same draws of z from the model's prior after each validation, so the grid shows progress.
 
     Args:
         num_images: images in the grid.

@@ -18,7 +18,6 @@ from vae_lightning.callbacks.schedule import (
     tensorboard_writers,
 )
 from vae_lightning.latent import active_units, latent_statistics, posterior_std
-from vae_lightning.losses import kl_divergence_per_dim
 
 
 class LatentDiagnostics(Callback):
@@ -30,9 +29,10 @@ class LatentDiagnostics(Callback):
 
     - ``latent/mu{i}_{min,max,mean,std}``, ``latent/sigma{i}_{min,max,mean,std}``,
       ``latent/logvar_mean`` (``vae_lightning.latent.latent_statistics``);
-    - ``latent/kl_dim{i}``: KL(q(z_i|x) || N(0, 1)) averaged over the images
-      (``vae_lightning.losses.kl_divergence_per_dim``); they sum to ``val/kl``. A dimension
-      with KL near 0 carries no information about x;
+    - ``latent/kl_dim{i}``: KL(q(z_i|x) || p(z_i)) against the model's prior, averaged over the
+      images (``Prior.kl_divergence_per_dim``); for N(0, I) they sum to ``val/kl``, for a mixture
+      prior they are one-draw estimates against its marginals. A dimension with KL near 0
+      carries no information about x;
     - ``latent/active_units``: dimensions whose mean varies across the images,
       Var_x(mu_i) > ``active_threshold`` (Burda et al. 2015; ``vae_lightning.latent.active_units``);
     - with ``histograms``, TensorBoard histograms ``latent/mu{i}`` and ``latent/sigma{i}``.
@@ -82,7 +82,7 @@ class LatentDiagnostics(Callback):
         logvar = _gather_rows(pl_module, torch.cat(self._logvar))
         self._mu, self._logvar = [], []
         metrics = {f"latent/{key}": value for key, value in latent_statistics(mu, logvar).items()}
-        for i, kl in enumerate(kl_divergence_per_dim(mu, logvar), start=1):
+        for i, kl in enumerate(pl_module.prior.kl_divergence_per_dim(mu, logvar), start=1):
             metrics[f"latent/kl_dim{i}"] = kl
         metrics["latent/active_units"] = active_units(mu, self.active_threshold).float()
         # Every rank holds the same gathered values, so no further reduction is needed.

@@ -37,7 +37,7 @@ class ImagePredictionWriter(BasePredictionWriter):
             folder (``lightning_logs/version_N/predictions``, beside the run's config.yaml).
         individual: also write each image as its own PNG, ``<kind>/<index>.png``.
         kinds: which outputs of predict_step to write: ``samples`` (decoded draws of
-            z ~ N(0, I)), ``inputs`` (the test images), ``reconstructions`` (their decoded
+            z from the model's prior), ``inputs`` (the test images), ``reconstructions`` (their decoded
             posterior means).
         nrow: images per grid row; ``None``: a near-square grid.
     """

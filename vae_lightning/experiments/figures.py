@@ -130,7 +130,7 @@ def plot_grad_norms(settings: list[SettingResult], title: str, path: Path) -> Pa
 
 
 def plot_best_samples(trial: TrialResult | None, title: str, path: Path, num_images: int = 64, seed: int = 0) -> Path:
-    """Images decoded from z ~ N(0, I) by the best trial's last checkpoint (the report's Figure 4)."""
+    """Images decoded from draws of the prior by the best trial's last checkpoint (the report's Figure 4)."""
     fig, ax = _figure(6, 6.4)
     ax.set_axis_off()
     ax.set_title(f"{title}: samples from the best model")
@@ -142,5 +142,5 @@ def plot_best_samples(trial: TrialResult | None, title: str, path: Path, num_ima
         images = model.generate(num_images, generator=torch.Generator().manual_seed(seed))  # (N, C, H, W) in [0, 1]
     ax.imshow(image_grid(images, nrow=grid_rows(num_images)).permute(1, 2, 0).numpy())
     setting = f"{setting_label(trial.setting)}, seed {trial.seed}, val loss {trial.val_loss:.2f}"
-    ax.set_title(f"{title}: {num_images} samples z ~ N(0, I) from the best model\n({setting})", fontsize=9)
+    ax.set_title(f"{title}: {num_images} samples from the prior of the best model\n({setting})", fontsize=9)
     return _save(fig, path)

@@ -2,10 +2,10 @@
 
 - ``scatter``: posterior means of labelled images coloured by class (latent_dim 2 as is, larger
   latent_dim projected on its first two principal components);
-- ``manifold`` (latent_dim 2 only): images decoded from a grid of z at the quantiles of
-  N(0, 1), as in Kingma & Welling 2014, Fig. 4;
+- ``manifold`` (latent_dim 2 only): images decoded from a grid of z at the quantiles of the
+  prior's marginals (N(0, 1) for the standard prior, as in Kingma & Welling 2014, Fig. 4);
 - ``interpolations``: decoded straight lines between the posterior means of pairs of images;
-- ``samples``: decoded draws from the prior N(0, I);
+- ``samples``: decoded draws from the model's prior (``model.prior``);
 - ``reconstructions``: images above their reconstructions (decoded posterior means).
 
 Each takes the ``VAEModule`` (its ``encode``, ``decode``, ``generate``, ``reconstruct``) and
@@ -22,7 +22,6 @@ from typing import Any
 import torch
 from matplotlib.figure import Figure
 from torch import Tensor
-from torch.distributions import Normal
 
 from vae_lightning.pictures.grids import GRID_PADDING, grid_rows, image_grid
 
@@ -84,20 +83,21 @@ def scatter_figure(mu: Tensor, labels: Tensor) -> Figure:
 
 @torch.no_grad()
 def manifold_figure(module: Any, steps: int = 20) -> Figure:
-    """Images decoded from z on a ``steps`` x ``steps`` grid of N(0, 1) quantiles (5% to 95%);
-    z_1 grows to the right, z_2 upwards. Only for a 2-D latent space."""
+    """Images decoded from z on a ``steps`` x ``steps`` grid of the prior's marginal quantiles
+    (5% to 95%); z_1 grows to the right, z_2 upwards. Only for a 2-D latent space."""
     latent_dim = module.latent_dim
     if latent_dim != 2:
         raise ValueError(f"the decoded manifold needs latent_dim 2, this model has {latent_dim}")
-    quantiles = Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, steps))
-    z2, z1 = torch.meshgrid(quantiles.flip(0), quantiles, indexing="ij")  # top row: largest z_2
+    with torch.no_grad():
+        grid = module.prior.quantiles(torch.linspace(0.05, 0.95, steps)).cpu()  # (steps, 2)
+    z2, z1 = torch.meshgrid(grid[:, 1].flip(0), grid[:, 0], indexing="ij")  # top row: largest z_2
     z = torch.stack([z1.flatten(), z2.flatten()], dim=1)
     images = module.decode(z.to(module.device)).cpu()
-    fig, ax = _grid_figure(images, steps, "Decoded manifold: $z$ on a grid of $N(0, 1)$ quantiles", width=8.0)
+    fig, ax = _grid_figure(images, steps, f"Decoded manifold: $z$ on a grid of quantiles of the prior, {module.prior.label}", width=8.0)
     height, width = images.shape[-2:]
     shown = range(0, steps, max(1, steps // 5))
-    ax.set_xticks([_cell_centres(steps, width)[i] for i in shown], [f"{quantiles[i]:.2f}" for i in shown])
-    ax.set_yticks([_cell_centres(steps, height)[i] for i in shown], [f"{quantiles.flip(0)[i]:.2f}" for i in shown])
+    ax.set_xticks([_cell_centres(steps, width)[i] for i in shown], [f"{grid[i, 0]:.2f}" for i in shown])
+    ax.set_yticks([_cell_centres(steps, height)[i] for i in shown], [f"{grid[:, 1].flip(0)[i]:.2f}" for i in shown])
     ax.set_xlabel("$z_1$")
     ax.set_ylabel("$z_2$")
     return fig
@@ -124,9 +124,9 @@ def interpolation_figure(module: Any, starts: Tensor, ends: Tensor, labels: tupl
 
 @torch.no_grad()
 def samples_figure(module: Any, num_images: int = 64, seed: int = 0) -> Figure:
-    """Decoded draws of z ~ N(0, I)."""
+    """Decoded draws of z from the model's prior."""
     images = module.generate(num_images, generator=torch.Generator().manual_seed(seed)).cpu()
-    fig, _ = _grid_figure(images, grid_rows(num_images), f"{num_images} samples from the prior, $z \\sim N(0, I)$")
+    fig, _ = _grid_figure(images, grid_rows(num_images), f"{num_images} samples from the prior, {module.prior.label}")
     return fig
 
 

@@ -79,11 +79,14 @@ def checkpoint_error(path: str | Path, err: Exception, overrides: list[str]) -> 
     if not isinstance(err, RuntimeError):
         return err
     details = " ".join(line.strip() for line in str(err).splitlines()[1:4])
+    # objects built in Python are left out of a checkpoint's settings (a prior may hold weights too)
+    missing = [name for name in ("network", "prior") if name not in saved]
+    again = f"pass {'it' if len(missing) == 1 else 'them'} again, load_from_checkpoint(path, {', '.join(f'{name}=...' for name in missing)})"
     fix = (
         "Load it without overriding its architecture."
         if not local or "network" in saved
         else "Its module was built in Python, not by the CLI, so the checkpoint does not describe "
-        "the network: pass it again, load_from_checkpoint(path, network=...)."
+        f"the {' or the '.join(missing)}: {again}."
     )
     return CheckpointError(
         f"checkpoint {path} does not fit the model built from its settings with the overrides {overrides}: {details} {fix}"
