@@ -11,6 +11,7 @@ from pathlib import Path
 
 import matplotlib.image
 import numpy as np
+import optuna
 import pytest
 from helpers.runs import DEFAULT_CONFIG, REPO_ROOT
 from helpers.sweeps import CLIP, grid_points, load_study, one_torch_thread, table_rows, write_experiment  # noqa: F401 - one_torch_thread: an autouse fixture
@@ -22,7 +23,7 @@ from vae_lightning.experiments import ExperimentError, load_experiment
 from vae_lightning.experiments.cli import main as experiments_main
 from vae_lightning.experiments.results import latent_ranges_from_checkpoint
 from vae_lightning.experiments.spec import parse_experiment
-from vae_lightning.experiments.study import Sweep, open_study
+from vae_lightning.experiments.study import Sweep, is_result, open_study
 
 
 def hparams_of(run_dir: Path) -> set[str]:
