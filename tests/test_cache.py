@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 import torch
 from helpers.image_files import write_image, write_image_folder
+from helpers.runs import cpu_run_args, run_command, with_callback
+from lightning.pytorch import Callback
 
 from vae_lightning.data import CorruptDataError, ImageDataModule
 from vae_lightning.data import cache as cache_module
@@ -194,3 +196,27 @@ def test_two_processes_building_at_once_make_one_valid_cache(folder: Path, tmp_p
     assert all(pixels == expected.numpy().tobytes() and labels == [0] * 6 + [1] * 6 for _, pixels, labels in outcomes)
     assert [path.name for path in sorted((tmp_path / "cache").iterdir()) if path.suffix != ".lock"] == ["train-3x6x8.json", "train-3x6x8.npy"]
     assert torch.equal(cached_split(source, tmp_path / "cache")[0], expected)
+
+
+class RecordMaps(Callback):
+    """Each process writes to ``<out_dir>/rank<r>.json`` the files it maps, once training starts."""
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = Path(out_dir)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        maps = sorted({line.split()[-1] for line in Path("/proc/self/maps").read_text().splitlines() if line.endswith(".npy")})
+        (self.out_dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(maps))
+
+
+@pytest.mark.slow  # two processes through the command line: about 25 s here
+def test_both_processes_of_a_ddp_run_map_the_one_cache_one_of_them_built(folder: Path, tmp_path: Path) -> None:
+    args = [a for a in cpu_run_args(folder, tmp_path) if a != "--trainer.devices=1"]
+    ddp = ["--trainer.strategy=ddp", "--trainer.devices=2", "--data.dataset=image_folder", "--data.val_size=2", "--data.batch_size=2"]
+    short = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1", "--progress_bar.refresh_rate=0"]
+    made = run_command("vae_lightning", ["fit", *args, *ddp, *short, with_callback(RecordMaps, out_dir=str(tmp_path / "maps"))])
+    assert made.returncode == 0, made.stderr[-3000:]
+    assert made.stderr.count("decoding 12 images of") == 1  # the training split, decoded by one process
+    for rank in (0, 1):
+        assert json.loads((tmp_path / "maps" / f"rank{rank}.json").read_text()) == [str(pixel_file(folder))]
