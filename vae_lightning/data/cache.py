@@ -1,8 +1,7 @@
 """A decoded cache of images read through PIL: decode a split once, then map it in every run.
 
-An image folder is decoded with PIL at every start and in every process otherwise (about 2,700
-PNGs/s on one core; a minute per 200,000 images, and one copy of the pixels per DDP process). The
-first run here decodes a split with several worker processes into one ``.npy`` file of uint8
+Without it an image folder is decoded with PIL at every start and in every process, and each
+DDP process holds its own copy of the pixels. The first run here decodes a split with several worker processes into one ``.npy`` file of uint8
 pixels (N, C, H, W), beside a JSON index with the labels, the class names, the image shape, the
 format version and a fingerprint of what it was made from (every file's path, size and
 modification time, and the shape ``channels`` and ``image_size`` give). Later runs, and every
