@@ -171,6 +171,7 @@ class ImageDataModule(LightningDataModule):
                 download_split(self.dataset, self.data_dir, train)
 
     def _read(self, train: bool) -> tuple[Tensor, Tensor]:
+        """A split's uint8 images and labels: an image folder's mapped from its cache, when on."""
         if self.cache and self.dataset == "image_folder":
             source = image_folder_source(self.data_dir, train, self.channels, self.image_size)
             return cached_split(source, cache_folder(self.data_dir, self.cache_dir))
