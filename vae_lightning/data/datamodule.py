@@ -1,5 +1,6 @@
-"""The LightningDataModule: a dataset's images held in memory as uint8 tensors, served as
-(B, C, H, W) float pixels in [0, 1] with their labels.
+"""The LightningDataModule: a dataset's images held in memory as uint8 tensors (an image
+folder's mapped from its decoded cache, ``cache.py``), served as (B, C, H, W) float pixels in
+[0, 1] with their labels, converted batch by batch.
 
 Pixels are scaled to [0, 1] and not standardised: the decoder's sigmoid output and the squared
 error need targets in [0, 1]. ``fit`` and ``validate`` use a seeded split of the training images;
@@ -15,11 +16,12 @@ import torch
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Subset, TensorDataset
 
 from vae_lightning.corruption import binarize as binarized
 from vae_lightning.corruption import seeded_generator
-from vae_lightning.data.loader import PixelBatch, TensorBatchLoader, to_pixels
+from vae_lightning.data.cache import cache_folder, cached_split, image_folder_source
+from vae_lightning.data.loader import PixelBatch, Split, TensorBatchLoader, to_pixels
 from vae_lightning.data.sources import (
     PUBLISHED_VALIDATION,
     DatasetName,
@@ -113,6 +115,11 @@ class ImageDataModule(LightningDataModule):
         binarize: dynamic binarization: each training batch is drawn afresh as binary pixels
             (1 with probability equal to the intensity), the validation and test images once with
             a fixed seed; the setting of the published MNIST log-likelihoods (``Bernoulli``).
+        cache: ``image_folder``: decode each split once into a memory-mapped file that later
+            runs and every DDP process map instead of decoding again (``vae_lightning/data/cache.py``);
+            false: decode every image with PIL at every start.
+        cache_dir: where the cache lives; ``None``: ``<data_dir>/.vae_lightning_cache``, or
+            ``~/.cache/vae_lightning/<folder>-<hash>`` when the data folder is read-only.
     """
 
     def __init__(
@@ -129,6 +136,8 @@ class ImageDataModule(LightningDataModule):
         image_size: int | None = None,
         channels: Literal[1, 3] | None = None,
         binarize: bool = False,
+        cache: bool = True,
+        cache_dir: str | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -156,7 +165,9 @@ class ImageDataModule(LightningDataModule):
         self.image_size = image_size
         self.channels = channels
         self.binarize = binarize
-        self.splits: dict[str, tuple[Tensor, Tensor]] = {}  # name -> (uint8 images, labels)
+        self.cache = cache
+        self.cache_dir = cache_dir
+        self.splits: dict[str, Split] = {}  # name -> rows of the uint8 images, with their labels
 
     @property
     def image_shape(self) -> ImageShape:
@@ -170,13 +181,18 @@ class ImageDataModule(LightningDataModule):
                 download_split(self.dataset, self.data_dir, train)
 
     def _read(self, train: bool) -> tuple[Tensor, Tensor]:
+        """A split's uint8 images and labels: an image folder's mapped from its cache, when on."""
+        if self.cache and self.dataset == "image_folder":
+            source = image_folder_source(self.data_dir, train, self.channels, self.image_size)
+            return cached_split(source, cache_folder(self.data_dir, self.cache_dir))
         return read_split(self.dataset, self.data_dir, train, False, self.channels, self.image_size)
 
-    def _fixed(self, images: Tensor, seed: int) -> Tensor:
+    def _fixed(self, split: Split, seed: int) -> Split:
         """Validation/test images as scored every epoch: binarized once, with ``seed``, when ``binarize``."""
         if not self.binarize:
-            return images
-        return binarized(to_pixels(images), seeded_generator(seed)).mul_(255).to(torch.uint8)
+            return split
+        images, labels = split
+        return Split(binarized(to_pixels(images), seeded_generator(seed)).mul_(255).to(torch.uint8), labels)
 
     def setup(self, stage: str | None = None) -> None:
         """Load the tensors for ``stage`` once; later calls reuse them."""
@@ -185,25 +201,31 @@ class ImageDataModule(LightningDataModule):
             val = read_validation(self.dataset, self.data_dir, self.channels, self.image_size)  # CelebA's own
             if val is None:  # held out of the training images
                 train_idx, val_idx = train_val_split(len(images), self.val_size, self.split_seed, self.dataset)
-                images, labels, val = images[train_idx], labels[train_idx], (images[val_idx], labels[val_idx])
-            self.splits["train"] = (images, labels)
-            self.splits["val"] = (self._fixed(val[0], self.split_seed), val[1])
-            rank_zero_info(f"{self.dataset}: {len(images)} training and {len(val[0])} validation images of {tuple(images.shape[1:])}")
+                self.splits["train"] = Split(images, labels, train_idx)
+                self.splits["val"] = self._fixed(Split(images, labels, val_idx), self.split_seed)
+            else:
+                self.splits["train"] = Split(images, labels)
+                self.splits["val"] = self._fixed(Split(*val), self.split_seed)
+            counts = len(self.splits["train"]), len(self.splits["val"])
+            rank_zero_info(f"{self.dataset}: {counts[0]} training and {counts[1]} validation images of {tuple(images.shape[1:])}")
         if stage in (None, "test", "predict") and "test" not in self.splits:
             images, labels = self._read(train=False)
-            self.splits["test"] = (self._fixed(images, self.split_seed + 1), labels)
+            self.splits["test"] = self._fixed(Split(images, labels), self.split_seed + 1)
         if self.data_on_device and self.trainer is not None:
             device = self.trainer.strategy.root_device
-            self.splits = {name: (x.to(device), y.to(device)) for name, (x, y) in self.splits.items()}
+            self.splits = {name: split.to(device) for name, split in self.splits.items()}
 
     def _loader(self, split: str, shuffle: bool, limit: int | None = None) -> TensorBatchLoader | DataLoader:
-        images, labels = self.splits[split]
+        data = self.splits[split]
+        rows = data.rows
         if limit is not None:
-            images, labels = images[:limit], labels[:limit]
+            rows = (torch.arange(len(data), device=data.all_images.device) if rows is None else rows)[:limit]
+        images, labels = data.all_images, data.all_labels
         pixels = PixelBatch(binarize=self.binarize and split == "train")
         if self.num_workers > 0:
+            dataset = TensorDataset(images, labels)
             return DataLoader(
-                TensorDataset(images, labels),
+                dataset if rows is None else Subset(dataset, rows.tolist()),
                 batch_size=self.batch_size,
                 shuffle=shuffle,
                 num_workers=self.num_workers,
@@ -220,6 +242,7 @@ class ImageDataModule(LightningDataModule):
             seed=self.split_seed,
             num_replicas=trainer.world_size if trainer is not None else 1,
             rank=trainer.global_rank if trainer is not None else 0,
+            rows=rows,
         )
 
     def train_dataloader(self) -> TensorBatchLoader | DataLoader:

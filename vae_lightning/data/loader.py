@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -37,6 +38,38 @@ class PixelBatch:
         return self(torch.stack(images)), torch.stack(labels)
 
 
+@dataclass(frozen=True)
+class Split:
+    """A split: rows ``rows`` (all when ``None``) of uint8 images (N, C, H, W) and their labels.
+
+    The rows are taken batch by batch, so a split of a memory-mapped cache (read-only: never
+    write into ``all_images``) is served without a copy of its images in each process. Unpacks
+    as ``images, labels``: a copy of the split's rows, for code that wants the tensors.
+    """
+
+    all_images: Tensor
+    all_labels: Tensor
+    rows: Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.all_images if self.rows is None else self.rows)
+
+    def tensors(self) -> tuple[Tensor, Tensor]:
+        """``(images, labels)`` of the split's rows."""
+        if self.rows is None:
+            return self.all_images, self.all_labels
+        return self.all_images.index_select(0, self.rows), self.all_labels.index_select(0, self.rows)
+
+    def __iter__(self) -> Iterator[Tensor]:
+        return iter(self.tensors())
+
+    def __getitem__(self, i: int) -> Tensor:
+        return self.tensors()[i]
+
+    def to(self, device: torch.device) -> Split:
+        return Split(self.all_images.to(device), self.all_labels.to(device), None if self.rows is None else self.rows.to(device))
+
+
 class TensorBatchLoader:
     """Batches of ``(pixels, labels)`` cut from preloaded tensors by index, one gather per batch.
 
@@ -57,6 +90,7 @@ class TensorBatchLoader:
         seed: seed of the order.
         num_replicas: processes sharing the data (DDP).
         rank: this process's shard.
+        rows: serve these rows of ``images`` and ``labels`` (all when ``None``).
     """
 
     def __init__(
@@ -69,14 +103,16 @@ class TensorBatchLoader:
         seed: int = 0,
         num_replicas: int = 1,
         rank: int = 0,
+        rows: Tensor | None = None,
     ) -> None:
         self.images = images
         self.labels = labels
+        self.rows = rows
         self.batch_size = batch_size
         self.pixels = pixels
         self.batch_sampler = None  # DataLoader's interface, which Lightning inspects
         self.sampler = DistributedSampler(
-            images, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False
+            images if rows is None else rows, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False
         )
         self._served = 0  # batches served in the current pass
         self._resume: dict[str, int] | None = None
@@ -90,6 +126,8 @@ class TensorBatchLoader:
         self._served = skip
         for batch_indices in order.split(self.batch_size)[skip:]:
             self._served += 1
+            if self.rows is not None:
+                batch_indices = self.rows.index_select(0, batch_indices)
             # index_select copies whole images; on a CPU it takes a few microseconds where
             # indexing with a tensor (images[batch_indices]) takes 0.1 to 0.5 ms per batch
             yield self.pixels(self.images.index_select(0, batch_indices)), self.labels.index_select(0, batch_indices)

@@ -135,7 +135,12 @@ def _class_folders(folder: Path) -> list[str]:
     return sorted(entry.name for entry in folder.iterdir() if entry.is_dir()) if folder.is_dir() else []
 
 
-def _image_folder_samples(data_dir: Path, train: bool) -> list[tuple[str, int]]:
+def image_folder_classes(data_dir: Path) -> list[str]:
+    """The class names of an ``ImageFolder`` layout: the class folders of both splits, sorted."""
+    return sorted({name for split in SPLIT_FOLDERS.values() for name in _class_folders(data_dir / split)})
+
+
+def image_folder_samples(data_dir: Path, train: bool) -> list[tuple[str, int]]:
     """``[(path, label)]`` of a split of an ``ImageFolder`` layout, or a clear error. Labels index
     the class folders of both splits together, sorted by name, so a class has one label even
     when a split lacks some classes."""
@@ -145,8 +150,7 @@ def _image_folder_samples(data_dir: Path, train: bool) -> list[tuple[str, int]]:
             f"image folder {folder} does not exist. data.dataset image_folder reads "
             f"<data_dir>/train/<class>/*.png and <data_dir>/test/<class>/*.png: point --data.data_dir at their parent."
         )
-    names = sorted({name for split in SPLIT_FOLDERS.values() for name in _class_folders(data_dir / split)})
-    labels = {name: i for i, name in enumerate(names)}
+    labels = {name: i for i, name in enumerate(image_folder_classes(data_dir))}
     classes = _class_folders(folder)
     try:
         if not classes:
@@ -176,7 +180,7 @@ def _open_image(path: str, channels: int | None) -> Image.Image:
 
 def _first_training_image(data_dir: Path, channels: int | None) -> tuple[str, Image.Image]:
     """The path and image (converted to ``channels``) whose shape every image of both splits takes."""
-    path = _image_folder_samples(data_dir, train=True)[0][0]
+    path = image_folder_samples(data_dir, train=True)[0][0]
     return path, _open_image(path, channels)
 
 
@@ -188,22 +192,30 @@ def image_folder_shape(data_dir: Path, channels: int | None, image_size: int | N
     return (c, image_size, image_size) if image_size is not None else (c, image.height, image.width)
 
 
-def _read_image_folder(data_dir: Path, train: bool, channels: int | None, image_size: int | None) -> tuple[Tensor, Tensor]:
-    samples = _image_folder_samples(data_dir, train)
-    # every image of both splits takes the first training image's channels (unless ``channels``
-    # says), and without ``image_size`` must have its size: the network is built for one shape
+def decode_image(path: str, channels: int, image_size: int | None, size: tuple[int, int], first_path: str) -> Tensor:
+    """One image of a folder as uint8 (C, H, W) with ``channels``, resized to ``image_size``;
+    without it the image must have the first training image's ``size`` (width, height)."""
+    image = TF.pil_to_tensor(_open_image(path, channels))
+    if image_size is None and (image.shape[-1], image.shape[-2]) != size:
+        raise CorruptDataError(
+            f"images of different sizes in {Path(first_path).parents[2]}: {first_path} is {size[0]}x{size[1]}, "
+            f"{path} is {image.shape[-1]}x{image.shape[-2]}. Set --data.image_size to resize them all."
+        )
+    return adapt(image, None, image_size)
+
+
+def image_folder_decoder(data_dir: Path, channels: int | None, image_size: int | None) -> Callable[[str], Tensor]:
+    """The picklable function that decodes each image of both splits as the first training image
+    sets: its channels (unless ``channels`` says) and, without ``image_size``, its size, since
+    the network is built for one shape."""
     first_path, first = _first_training_image(data_dir, channels)
-    channels = 1 if first.mode == "L" else 3
-    images = []
-    for path, _ in samples:
-        image = TF.pil_to_tensor(_open_image(path, channels))
-        if image_size is None and (image.shape[-1], image.shape[-2]) != first.size:
-            raise CorruptDataError(
-                f"images of different sizes in {data_dir}: {first_path} is {first.width}x{first.height}, "
-                f"{path} is {image.shape[-1]}x{image.shape[-2]}. Set --data.image_size to resize them all."
-            )
-        images.append(adapt(image, None, image_size))
-    return torch.stack(images), torch.tensor([label for _, label in samples])
+    return partial(decode_image, channels=1 if first.mode == "L" else 3, image_size=image_size, size=first.size, first_path=first_path)
+
+
+def _read_image_folder(data_dir: Path, train: bool, channels: int | None, image_size: int | None) -> tuple[Tensor, Tensor]:
+    samples = image_folder_samples(data_dir, train)
+    decode = image_folder_decoder(data_dir, channels, image_size)
+    return torch.stack([decode(path) for path, _ in samples]), torch.tensor([label for _, label in samples])
 
 
 def read_split(
