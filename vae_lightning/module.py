@@ -5,7 +5,8 @@ report's squared error, a Gaussian, a Bernoulli) are objects chosen in YAML; thi
 
     x -> encode -> (mu, log sigma^2) -> z = mu + sigma * eps -> decode -> logits -> RL, KL
 
-in one place (:meth:`VAEModule.loss_terms`) for every stage, trains on RL + beta * KL, and logs
+in one place (:meth:`VAEModule.loss_terms`) for every stage (a conditional network, one that declares
+``num_classes``, is also given the batch's labels: Sohn et al. 2015), trains on RL + beta * KL, and logs
 ``{stage}/loss`` (always RL + KL), ``{stage}/rl`` and ``{stage}/kl`` through Lightning's
 ``self.log``: ``train/*_step`` on the steps the Trainer writes, ``train/*_epoch``, ``val/*`` and
 ``test/*`` as batch-size weighted means over the epoch (over every process under DDP).
@@ -66,7 +67,8 @@ class VAEModule(LightningModule):
 
     Args:
         network: encoder and decoder (``vae_lightning.models``: ``MLPVAE``, ``ConvVAE`` or your own
-            ``VAENetwork``); in YAML a ``class_path`` and ``init_args``. ``None``: the report's
+            ``VAENetwork``; ``ConditionalMLPVAE`` conditions on the class); in YAML a ``class_path``
+            and ``init_args``. ``None``: the report's
             ``MLPVAE``. Its ``image_shape`` comes from the data.
         likelihood: observation model p(x|z) (``vae_lightning.likelihoods``: ``MSE``, the
             report's sum of squared errors; ``Gaussian``; ``Bernoulli``). ``None``: ``MSE``.
@@ -132,14 +134,18 @@ class VAEModule(LightningModule):
         """The posterior q(z|x) of images (B, C, H, W): ``(mu, logvar)``, each (B, d)."""
         return self.network.encode(x, *network_condition(self.network, labels))
 
+    def _logits(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        """The decoder's output for codes z (..., d), given the classes when the network conditions."""
+        return self.network.decode(z, *network_condition(self.network, labels))
+
     def log_likelihood(self, x: Tensor, z: Tensor, labels: Tensor | None = None) -> Tensor:
         """log p(x|z) in nats per image, (N, B), for images (B, C, H, W) and codes (N, B, d)."""
-        return self.likelihood.log_likelihood(x, self.network.decode(z, *network_condition(self.network, labels)))
+        return self.likelihood.log_likelihood(x, self._logits(z, labels))
 
     @torch.no_grad()
     def decode(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
         """The mean images (..., C, H, W) of p(x|z) for latent codes z (..., d) (and classes (...))."""
-        return self.likelihood.mean(self.network.decode(z, *network_condition(self.network, labels)))
+        return self.likelihood.mean(self._logits(z, labels))
 
     @torch.no_grad()
     def generate(self, num_images: int, generator: torch.Generator | None = None, classes: Classes | None = None) -> Tensor:
@@ -157,7 +163,7 @@ class VAEModule(LightningModule):
     def forward(self, x: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """``(x_hat, mu, logvar)``; x_hat is (N, B, C, H, W) for N = ``mc_samples``."""
         mu, logvar = self.encode(x, labels)
-        logits = self.network.decode(reparameterize(mu, logvar, self.hparams.mc_samples), *network_condition(self.network, labels))
+        logits = self._logits(reparameterize(mu, logvar, self.hparams.mc_samples), labels)
         return self.likelihood.mean(logits), mu, logvar
 
     # The loss: one computation for every stage.
@@ -167,7 +173,7 @@ class VAEModule(LightningModule):
         with the posterior's ``mu`` and ``logvar`` (B, d). In training mode the encoder sees the
         images with ``noise_std`` noise; RL always scores the clean ones."""
         mu, logvar = self.encode(self.input_noise(x), labels)
-        logits = self.network.decode(reparameterize(mu, logvar, self.hparams.mc_samples), *network_condition(self.network, labels))
+        logits = self._logits(reparameterize(mu, logvar, self.hparams.mc_samples), labels)
         rl = self.likelihood.reconstruction_loss(x, logits)
         kl = kl_divergence(mu, logvar)
         return {"loss": rl + kl, "rl": rl, "kl": kl, "mu": mu, "logvar": logvar}
