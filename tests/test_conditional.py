@@ -15,6 +15,7 @@ from helpers.recorders import StepLosses
 from helpers.runs import CONFIGS, cpu_run_args, run_command
 from PIL import Image
 
+from vae_lightning.callbacks import ImagePredictionWriter
 from vae_lightning.cli import main
 from vae_lightning.models import ConditionalMLPVAE, MLPVAE
 from vae_lightning.module import VAEModule
@@ -151,3 +152,12 @@ def test_a_conditional_network_needs_labels_and_classes_in_its_range() -> None:
     z = torch.zeros(2, 2)
     a, b = module.decode(z, torch.tensor([0, 0])), module.decode(z, torch.tensor([0, 1]))
     assert torch.equal(a[0], b[0]) and not torch.allclose(a[1], b[1])
+
+
+def test_prediction_classes_are_refused_for_a_model_that_does_not_condition() -> None:
+    writer = ImagePredictionWriter(classes=[3])
+    with pytest.raises(UserError, match=r"prediction.classes \[3\]: model.network MLPVAE does not condition on the class"):
+        writer.on_predict_epoch_start(None, VAEModule())  # type: ignore[arg-type]
+    with pytest.raises(UserError, match="the model's classes are 0 to 9"):
+        ImagePredictionWriter(classes=[10]).on_predict_epoch_start(None, VAEModule(network=ConditionalMLPVAE(num_classes=10, hidden_dims=[8])))  # type: ignore[arg-type]
+    ImagePredictionWriter(classes=[9]).on_predict_epoch_start(None, VAEModule(network=ConditionalMLPVAE(num_classes=10, hidden_dims=[8])))  # type: ignore[arg-type]

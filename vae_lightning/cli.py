@@ -173,7 +173,7 @@ class VAECLI(LightningCLI):
 
     def _before_run(self) -> None:
         """Refuse a conditional network that the data's labels do not fit, then gate the checkpoint."""
-        check_conditioning(self.model.network, getattr(self.datamodule, "num_classes", None), str(getattr(self.datamodule, "dataset", "")))
+        check_conditioning(self.model.network, self.datamodule.num_classes, self.datamodule.dataset)
         self._gate_checkpoint()
 
     before_fit = before_validate = before_test = before_predict = _before_run

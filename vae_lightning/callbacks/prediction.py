@@ -62,11 +62,11 @@ class ImagePredictionWriter(BasePredictionWriter):
             raise ValueError(f"kinds must be a non-empty list drawn from {list(KINDS)}, got {list(kinds)}")
         if nrow is not None and nrow < 1:
             raise ValueError(f"nrow must be at least 1 (or null for a square grid), got {nrow}")
+        if samples_per_class < 1:
+            raise ValueError(f"samples_per_class must be at least 1, got {samples_per_class}")
         self.output_dir = output_dir
         self.individual = individual
         self.kinds = list(dict.fromkeys(kinds))
-        if samples_per_class < 1:
-            raise ValueError(f"samples_per_class must be at least 1, got {samples_per_class}")
         self.nrow = nrow
         self.classes = None if classes is None else [int(c) for c in classes]
         self.samples_per_class = samples_per_class
