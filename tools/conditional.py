@@ -11,7 +11,8 @@ Runs, into ``runs/docs/conditional/``::
 then draws ``--per_class`` images of each class from the last checkpoint (seed 0) and records
 the share the shipped MNIST classifier (vae_lightning/quality/weights/mnist.json) assigns to the
 class asked for, over all draws and per class: how well the samples follow the class, next to
-the classifier's own accuracy on the test images. The test loss compares with the unconditional
+the classifier's own accuracy on the test images. The first 8 draws of each class are the rows of
+docs/pictures/class_samples.png. The test loss compares with the unconditional
 default model's after the same 5 epochs (docs/results/mlp_vs_conv.json, ``mlp_mnist``).
 """
 
@@ -22,12 +23,15 @@ from pathlib import Path
 
 import torch
 from vae_lightning.module import VAEModule
+from vae_lightning.pictures.grids import save_image_grid
 from vae_lightning.quality.network import load_feature_network
 from vae_lightning.runs import read_scalars
 
-from tools.common import ROOT, RESULTS, cli, machine, rounded, script_parser, test_metrics, timed_commands, write_json
+from tools.common import ROOT, RESULTS, cli, machine, rounded, script_parser, shrink_png, test_metrics, timed_commands, write_json
 
 OUT = Path("runs/docs/conditional")
+PICTURE = ROOT / "docs/pictures/class_samples.png"
+SHOWN_PER_CLASS = 8
 
 
 @torch.no_grad()
@@ -39,11 +43,14 @@ def class_agreement(checkpoint: Path, per_class: int) -> dict[str, object]:
     images = model.generate(len(asked), torch.Generator().manual_seed(0), classes=asked)
     seen = torch.cat([features.network.classify(chunk).argmax(dim=1) for chunk in images.split(1000)])
     per = [rounded((seen[asked == c] == c).float().mean(), 4) for c in range(model.num_classes)]
+    shown = images.view(model.num_classes, per_class, *images.shape[1:])[:, :SHOWN_PER_CLASS].flatten(0, 1)
+    shrink_png(save_image_grid(shown, PICTURE, nrow=SHOWN_PER_CLASS))
     return {
         "draws_per_class": per_class,
         "classified_as_asked": rounded((seen == asked).float().mean(), 4),
         "classified_as_asked_per_class": per,
         "worst_class": int(torch.tensor(per).argmin()),
+        "picture": str(PICTURE.relative_to(ROOT)),
         "classifier": features.describe(),
         "classifier_test_accuracy": features.test_accuracy,
     }
