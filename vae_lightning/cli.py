@@ -21,6 +21,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from vae_lightning import callbacks
 from vae_lightning.data import ImageDataModule
+from vae_lightning.models.conditional import check_conditioning
 from vae_lightning.module import VAEModule
 from vae_lightning.runtime import settings
 from vae_lightning.runtime.checkpoints import CheckpointGate
@@ -170,7 +171,12 @@ class VAECLI(LightningCLI):
                 rank_zero_info(f"--ckpt_path {config.get('ckpt_path')}: resuming from {resolved}")
             config["ckpt_path"] = resolved
 
-    before_fit = before_validate = before_test = before_predict = _gate_checkpoint
+    def _before_run(self) -> None:
+        """Refuse a conditional network that the data's labels do not fit, then gate the checkpoint."""
+        check_conditioning(self.model.network, self.datamodule.num_classes, self.datamodule.dataset)
+        self._gate_checkpoint()
+
+    before_fit = before_validate = before_test = before_predict = _before_run
 
 
 def main(args: ArgsType = None, run: bool = True, trainer_defaults: dict[str, Any] | None = None) -> VAECLI:

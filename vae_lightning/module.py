@@ -5,7 +5,8 @@ report's squared error, a Gaussian, a Bernoulli) are objects chosen in YAML; thi
 
     x -> encode -> (mu, log sigma^2) -> z = mu + sigma * eps -> decode -> logits -> RL, KL
 
-in one place (:meth:`VAEModule.loss_terms`) for every stage. The prior p(z) and the objective
+in one place (:meth:`VAEModule.loss_terms`) for every stage (a conditional network, one that declares
+``num_classes``, is also given the batch's labels: Sohn et al. 2015). The prior p(z) and the objective
 trained on (RL + beta * KL, or the IWAE bound) are objects too (``vae_lightning.priors``,
 ``vae_lightning.objectives``): the steps hand the work to them and log
 ``{stage}/loss`` (always RL + KL), ``{stage}/rl`` and ``{stage}/kl`` (and the objective's own
@@ -30,6 +31,7 @@ from vae_lightning.latent import reparameterize
 from vae_lightning.likelihoods import MSE, Likelihood
 from vae_lightning.losses import kl_weight_at
 from vae_lightning.models import MLPVAE, check_network
+from vae_lightning.models.conditional import Classes, conditioning_classes, drawn_classes, network_condition
 from vae_lightning.objectives import ELBO, Objective
 from vae_lightning.priors import Prior, StandardNormal
 from vae_lightning.runtime.checkpoints import checkpoint_error
@@ -67,7 +69,8 @@ class VAEModule(LightningModule):
 
     Args:
         network: encoder and decoder (``vae_lightning.models``: ``MLPVAE``, ``ConvVAE`` or your own
-            ``VAENetwork``); in YAML a ``class_path`` and ``init_args``. ``None``: the report's
+            ``VAENetwork``; ``ConditionalMLPVAE`` conditions on the class); in YAML a ``class_path``
+            and ``init_args``. ``None``: the report's
             ``MLPVAE``. Its ``image_shape`` comes from the data.
         likelihood: observation model p(x|z) (``vae_lightning.likelihoods``: ``MSE``, the
             report's sum of squared errors; ``Gaussian``; ``Bernoulli``). ``None``: ``MSE``.
@@ -133,44 +136,58 @@ class VAEModule(LightningModule):
         """d, the size of z."""
         return self.network.latent_dim
 
-    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    @property
+    def num_classes(self) -> int | None:
+        """K, the classes a conditional network is given; ``None`` for one that does not condition."""
+        return conditioning_classes(self.network)
+
+    # ``labels`` (B,): the images' classes, which only a conditional network is given (the same
+    # code path for every network; vae_lightning.models.conditional).
+
+    def encode(self, x: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """The posterior q(z|x) of images (B, C, H, W): ``(mu, logvar)``, each (B, d)."""
-        return self.network.encode(x)
+        return self.network.encode(x, *network_condition(self.network, labels))
 
-    def log_likelihood(self, x: Tensor, z: Tensor) -> Tensor:
+    def logits(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        """The decoder's output for codes z (..., d), given the classes when the network conditions."""
+        return self.network.decode(z, *network_condition(self.network, labels))
+
+    def log_likelihood(self, x: Tensor, z: Tensor, labels: Tensor | None = None) -> Tensor:
         """log p(x|z) in nats per image, (N, B), for images (B, C, H, W) and codes (N, B, d)."""
-        return self.likelihood.log_likelihood(x, self.network.decode(z))
+        return self.likelihood.log_likelihood(x, self.logits(z, labels))
 
     @torch.no_grad()
-    def decode(self, z: Tensor) -> Tensor:
-        """The mean images (..., C, H, W) of p(x|z) for latent codes z (..., d)."""
-        return self.likelihood.mean(self.network.decode(z))
+    def decode(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        """The mean images (..., C, H, W) of p(x|z) for latent codes z (..., d) (and classes (...))."""
+        return self.likelihood.mean(self.logits(z, labels))
 
     @torch.no_grad()
-    def generate(self, num_images: int, generator: torch.Generator | None = None) -> Tensor:
-        """Decode ``num_images`` draws from the prior: mean images (num_images, C, H, W)."""
+    def generate(self, num_images: int, generator: torch.Generator | None = None, classes: Classes | None = None) -> Tensor:
+        """Decode ``num_images`` draws from the prior: mean images (num_images, C, H, W). A conditional
+        model draws ``classes`` in turn (e.g. ``[3]``: all threes; ``None``: each class in turn)."""
+        labels = drawn_classes(self.network, num_images, classes)
         z = self.prior.sample(num_images, generator=generator)  # noise drawn on the CPU: a seed gives the same z anywhere
-        return self.decode(z.to(self.device))
+        return self.decode(z.to(self.device), None if labels is None else labels.to(self.device))
 
     @torch.no_grad()
-    def reconstruct(self, x: Tensor) -> Tensor:
+    def reconstruct(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         """Decode the posterior mean of each image in ``x``: mean images (B, C, H, W)."""
-        return self.decode(self.encode(x)[0])
+        return self.decode(self.encode(x, labels)[0], labels)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, x: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """``(x_hat, mu, logvar)``; x_hat is (N, B, C, H, W) for N = ``mc_samples``."""
-        mu, logvar = self.encode(x)
-        logits = self.network.decode(reparameterize(mu, logvar, self.hparams.mc_samples))
+        mu, logvar = self.encode(x, labels)
+        logits = self.logits(reparameterize(mu, logvar, self.hparams.mc_samples), labels)
         return self.likelihood.mean(logits), mu, logvar
 
     # The loss: one computation for every stage.
 
-    def loss_terms(self, x: Tensor) -> dict[str, Tensor]:
+    def loss_terms(self, x: Tensor, labels: Tensor | None = None) -> dict[str, Tensor]:
         """RL, KL and loss = RL + KL of a batch (per-image sums averaged over the batch, eqs. 15-19),
         with the posterior's ``mu`` and ``logvar`` (B, d) and the objective's own terms. In
         training mode the encoder sees the images with ``noise_std`` noise; RL always scores the clean ones."""
-        mu, logvar = self.encode(self.input_noise(x))
-        return self.objective.terms(self, x, mu, logvar, self.hparams.mc_samples)
+        mu, logvar = self.encode(self.input_noise(x), labels)
+        return self.objective.terms(self, x, mu, logvar, self.hparams.mc_samples, labels)
 
     def kl_weight_in_use(self) -> float:
         """beta = ``kl_weight``, ramped linearly from 0 over the first ``kl_warmup`` steps or epochs."""
@@ -183,7 +200,7 @@ class VAEModule(LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         """The objective's loss at KL weight beta (RL + beta * KL for the ELBO); ``train/loss`` stays RL + KL."""
-        terms = self.loss_terms(batch[0])
+        terms = self.loss_terms(*batch)
         beta = self.kl_weight_in_use()
         self._terms_logged("train", terms, on_step=True, on_epoch=True)
         self.log("train/kl_weight", beta, on_step=True, on_epoch=False)
@@ -192,19 +209,19 @@ class VAEModule(LightningModule):
     def validation_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
         """The batch's loss and its posterior means and log-variances (B, d): callbacks such as
         ``LatentDiagnostics`` read them from ``outputs`` instead of encoding the batch again."""
-        terms = self.loss_terms(batch[0])
+        terms = self.loss_terms(*batch)
         self._terms_logged("val", terms, on_epoch=True, sync_dist=True)
         return {"loss": terms["loss"], "mu": terms["mu"].detach(), "logvar": terms["logvar"].detach()}
 
     def test_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        terms = self.loss_terms(batch[0])
+        terms = self.loss_terms(*batch)
         self._terms_logged("test", terms, on_epoch=True, sync_dist=True)
         return terms["loss"]
 
     def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
         """New images from the prior, one per input image, and the inputs' reconstructions."""
-        x, _ = batch
-        return {"samples": self.generate(x.shape[0]), "inputs": x, "reconstructions": self.reconstruct(x)}
+        x, labels = batch
+        return {"samples": self.generate(x.shape[0]), "inputs": x, "reconstructions": self.reconstruct(x, labels)}
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.optimizer_factory(self.parameters())

@@ -38,12 +38,12 @@ class Objective(nn.Module):
     #: Draws of z per image and Monte-Carlo sample of the module.
     draws_per_sample = 1
 
-    def terms(self, model: Any, x: Tensor, mu: Tensor, logvar: Tensor, mc_samples: int) -> dict[str, Tensor]:
+    def terms(self, model: Any, x: Tensor, mu: Tensor, logvar: Tensor, mc_samples: int, labels: Tensor | None = None) -> dict[str, Tensor]:
         """RL, KL and loss = RL + KL of a batch (per-image sums averaged over the batch), with
         whatever :meth:`training_loss` needs; ``x`` (B, C, H, W) are the clean images, ``mu`` and
-        ``logvar`` (B, d) their posteriors."""
+        ``logvar`` (B, d) their posteriors, ``labels`` (B,) their classes (for a conditional network)."""
         z = reparameterize(mu, logvar, mc_samples * self.draws_per_sample)  # (N, B, d)
-        logits = model.network.decode(z)  # (N, B, C, H, W)
+        logits = model.logits(z, labels)  # (N, B, C, H, W)
         rl = model.likelihood.reconstruction_loss(x, logits)
         kl = model.prior.kl_divergence(mu, logvar, z)
         terms = {"loss": rl + kl, "rl": rl, "kl": kl, "mu": mu, "logvar": logvar}

@@ -37,6 +37,7 @@ def iwae_bounds(
     ks: Sequence[int],
     chunk_size: int = 64,
     generator: torch.Generator | None = None,
+    labels: Tensor | None = None,
 ) -> dict[int, Tensor]:
     """L_K for each K in ``ks``, per image, in nats.
 
@@ -51,6 +52,7 @@ def iwae_bounds(
         ks: numbers of importance samples, each >= 1.
         chunk_size: samples of z decoded at once.
         generator: seeds the draws of z (on the CPU), for repeatable estimates.
+        labels: the images' classes (B,), which a conditional network is given (log p(x|y)).
 
     Returns:
         ``{K: (B,) tensor of L_K}``.
@@ -59,7 +61,7 @@ def iwae_bounds(
         raise ValueError(f"iwae_samples must be a non-empty list of sample counts >= 1, got {list(ks)}")
     if chunk_size < 1:
         raise ValueError(f"iwae_chunk_size must be at least 1, got {chunk_size}")
-    mu, logvar = module.encode(x)
+    mu, logvar = module.encode(x, labels)
     std = posterior_std(logvar)
     k_max = max(ks)
     totals = {k: torch.full_like(mu[:, 0], -math.inf) for k in ks}  # running log sum_k w_k
@@ -67,7 +69,7 @@ def iwae_bounds(
         n = min(chunk_size, k_max - start)
         eps = torch.randn((n, *mu.shape), generator=generator).to(mu)
         z = mu + std * eps  # (n, B, d)
-        log_w = module.log_likelihood(x, z) + module.prior.log_prob(z) - log_posterior(z, mu, logvar)  # (n, B)
+        log_w = module.log_likelihood(x, z, labels) + module.prior.log_prob(z) - log_posterior(z, mu, logvar)  # (n, B)
         for k in ks:
             if k > start:
                 totals[k] = torch.logaddexp(totals[k], torch.logsumexp(log_w[: k - start], dim=0))
@@ -160,25 +162,25 @@ class Evaluator(Callback):
     def on_test_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
-        x = batch[0]
+        x, labels = batch[0], batch[1]
         if self._samples_posterior is None:
-            self._samples_posterior = bool(self.iwae_samples) and self._has_posterior(pl_module, x)
+            self._samples_posterior = bool(self.iwae_samples) and self._has_posterior(pl_module, x, labels)
         if self._samples_posterior:
-            bounds = iwae_bounds(pl_module, x, self.iwae_samples, self.iwae_chunk_size, torch.Generator().manual_seed(batch_idx))
+            bounds = iwae_bounds(pl_module, x, self.iwae_samples, self.iwae_chunk_size, torch.Generator().manual_seed(batch_idx), labels)
             pl_module.log_dict({f"test/iwae_k{k}": b.mean() for k, b in bounds.items()}, batch_size=x.shape[0], sync_dist=True)
-        reconstructions = pl_module.reconstruct(x)
+        reconstructions = pl_module.reconstruct(x, labels)
         self._update("reconstruction", reconstructions, x)
         if self.quality is not None and (room := self.quality_images - self.quality.count()) > 0:
             self.quality.update(real=x[:room], reconstructions=reconstructions[:room])
         if self.denoise_std > 0:
             noisy = add_noise(x, self.denoise_std, seeded_generator(2 * batch_idx + 1, x.device))
-            self._update("denoising", pl_module.reconstruct(noisy), x)
+            self._update("denoising", pl_module.reconstruct(noisy, labels), x)
             self._update("noisy_input", noisy, x)
 
     @staticmethod
-    def _has_posterior(pl_module: LightningModule, x: Tensor) -> bool:
+    def _has_posterior(pl_module: LightningModule, x: Tensor, labels: Tensor) -> bool:
         """Whether q(z|x) can be sampled: not for a deterministic encoder (sigma = 0, a point mass)."""
-        if torch.isneginf(pl_module.encode(x[:1])[1]).all():
+        if torch.isneginf(pl_module.encode(x[:1], labels[:1])[1]).all():
             rank_zero_info("Evaluator: a deterministic network has no posterior to sample; no test/iwae_k* bounds")
             return False
         return True

@@ -70,7 +70,7 @@ class LatentDiagnostics(Callback):
         if isinstance(outputs, Mapping) and "mu" in outputs:
             mu, logvar = outputs["mu"], outputs["logvar"]
         else:
-            mu, logvar = pl_module.encode(batch[0])
+            mu, logvar = pl_module.encode(batch[0], batch[1])
         self._mu.append(mu.detach().float())
         self._logvar.append(logvar.detach().float())
 

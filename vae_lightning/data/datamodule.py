@@ -26,6 +26,7 @@ from vae_lightning.data.sources import (
     PUBLISHED_VALIDATION,
     DatasetName,
     ImageShape,
+    class_count,
     download_split,
     image_shape,
     read_split,
@@ -173,6 +174,11 @@ class ImageDataModule(LightningDataModule):
     def image_shape(self) -> ImageShape:
         """(channels, height, width) of the images served; the CLI hands it to the network."""
         return image_shape(self.dataset, self.data_dir, self.channels, self.image_size)
+
+    @property
+    def num_classes(self) -> int:
+        """K, the classes of the labels served; a conditional network must have as many."""
+        return class_count(self.dataset, self.data_dir)
 
     def prepare_data(self) -> None:
         """Download the files once (on one process) when allowed and missing."""

@@ -50,6 +50,8 @@ NATIVE_SHAPES: dict[str, ImageShape] = {name: (1, 28, 28) for name in _IDX_CLASS
 #: datasets whose validation images are a published split, not held out of the training images
 PUBLISHED_VALIDATION = ("celeba",)
 SPLIT_FOLDERS = {True: "train", False: "test"}  # image_folder's split -> subfolder
+#: Classes of each dataset's labels as published (image folders: their class folders).
+NATIVE_CLASSES: dict[str, int] = {name: 10 for name in NATIVE_SHAPES}
 
 
 def dataset_folder(dataset: DatasetName, data_dir: Path) -> Path:
@@ -258,3 +260,11 @@ def image_shape(dataset: DatasetName, data_dir: Path, channels: int | None, imag
         return image_folder_shape(data_dir, channels, image_size)
     c, h, w = NATIVE_SHAPES[dataset]
     return (channels or c, image_size or h, image_size or w)
+
+
+def class_count(dataset: DatasetName, data_dir: Path) -> int:
+    """K, the classes of the dataset's labels, before any image is read (an image folder's: the
+    class folders of both splits together)."""
+    if dataset == "image_folder":
+        return len({name for split in SPLIT_FOLDERS.values() for name in _class_folders(data_dir / split)})
+    return NATIVE_CLASSES[dataset]

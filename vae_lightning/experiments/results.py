@@ -77,7 +77,7 @@ def latent_ranges_from_checkpoint(checkpoint: Path) -> dict[str, float]:
     model, data = load_run(checkpoint)
     data.setup("validate")
     with torch.no_grad():
-        mu, logvar = map(torch.cat, zip(*(model.encode(x) for x, _ in data.val_dataloader())))  # x: (B, C, H, W)
+        mu, logvar = map(torch.cat, zip(*(model.encode(x, y) for x, y in data.val_dataloader())))  # x: (B, C, H, W)
     return {name: float(value) for name, value in latent_statistics(mu, logvar).items()}
 
 

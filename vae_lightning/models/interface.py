@@ -7,7 +7,10 @@ A network is a plain ``nn.Module`` with:
   diagonal Gaussian q(z|x);
 - ``decode(z)``: latent codes (..., d) -> logits (..., C, H, W), the decoder's output before
   the likelihood's link (a sigmoid for the default likelihood), so a Bernoulli likelihood can
-  use them directly.
+  use them directly;
+- ``num_classes`` (optional): K, for a network that conditions on the image's class; its
+  ``encode`` and ``decode`` then take the one-hot classes (..., K) as a second argument
+  (``vae_lightning.models.conditional``). A network without it is never given one.
 
 The module draws z = mu + sigma * eps and scores the KL term itself (``vae_lightning.latent``,
 ``vae_lightning.losses``), so a network only encodes and decodes. Subclassing :class:`VAENetwork`
@@ -38,6 +41,9 @@ class VAENetwork(nn.Module):
             posterior is a point mass, so ``encode`` returns log sigma^2 = -inf
             (:meth:`point_mass_logvar`).
     """
+
+    #: K, the classes a conditional network takes as its second argument; ``None``: it does not condition.
+    num_classes: int | None = None
 
     def __init__(self, image_shape: ImageShape = (1, 28, 28), latent_dim: int = 2, deterministic: bool = False) -> None:
         super().__init__()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
+import torch
 from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
@@ -24,6 +26,11 @@ def save_image_grid(images: Tensor, path: str | Path, nrow: int = 8) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     save_image(image_grid(images, nrow=nrow), path)
     return path
+
+
+def class_rows(classes: Sequence[int], per_class: int) -> Tensor:
+    """The class of each image of a grid with one row per class and ``per_class`` images a row."""
+    return torch.as_tensor(list(classes), dtype=torch.long).repeat_interleave(per_class)
 
 
 def grid_rows(num_images: int) -> int:

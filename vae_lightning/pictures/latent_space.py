@@ -2,9 +2,11 @@
 
 - ``scatter``: posterior means of labelled images coloured by class (latent_dim 2 as is, larger
   latent_dim projected on its first two principal components);
-- ``manifold`` (latent_dim 2 only): images decoded from a grid of z at the quantiles of the
-  prior's marginals (N(0, 1) for the standard prior, as in Kingma & Welling 2014, Fig. 4);
-- ``interpolations``: decoded straight lines between the posterior means of pairs of images;
+- ``manifold`` (latent_dim 2, a model that does not condition on the class): images decoded from
+  a grid of z at the quantiles of the prior's marginals (N(0, 1) for the standard prior, as in
+  Kingma & Welling 2014, Fig. 4);
+- ``interpolations``: decoded straight lines between the posterior means of pairs of images (a
+  conditional model decodes each line as the first image's class);
 - ``samples``: decoded draws from the model's prior (``model.prior``);
 - ``reconstructions``: images above their reconstructions (decoded posterior means).
 
@@ -47,8 +49,8 @@ def _cell_centres(count: int, side: int) -> list[float]:
     return [GRID_PADDING + i * step + side / 2 for i in range(count)]
 
 
-def _encode_means(module: Any, images: Tensor) -> Tensor:
-    return module.encode(images.to(module.device))[0]
+def _encode_means(module: Any, images: Tensor, labels: Tensor) -> Tensor:
+    return module.encode(images.to(module.device), labels.to(module.device))[0]
 
 
 @torch.no_grad()
@@ -107,16 +109,16 @@ def manifold_figure(module: Any, steps: int = 20) -> Figure:
 def interpolation_figure(module: Any, starts: Tensor, ends: Tensor, labels: tuple[Tensor, Tensor], steps: int = 10) -> Figure:
     """One row per pair: the start image, decodings of (1 - t) mu(start) + t mu(end) for t from 0
     to 1, and the end image."""
-    mu_start, mu_end = _encode_means(module, starts), _encode_means(module, ends)
+    first, last = labels
+    mu_start, mu_end = _encode_means(module, starts, first), _encode_means(module, ends, last)
     t = torch.linspace(0.0, 1.0, steps, device=mu_start.device)[None, :, None]  # (1, steps, 1)
     path = (1 - t) * mu_start[:, None] + t * mu_end[:, None]  # (pairs, steps, d)
-    decoded = module.decode(path).cpu()  # (pairs, steps, C, H, W)
+    decoded = module.decode(path, first.to(path.device)[:, None].expand(-1, steps)).cpu()  # (pairs, steps, C, H, W)
     rows = torch.cat([starts.cpu()[:, None], decoded, ends.cpu()[:, None]], dim=1)  # (pairs, steps + 2, C, H, W)
     fig, ax = _grid_figure(
         rows.flatten(0, 1), steps + 2, "Interpolation between posterior means (first and last column: the images)"
     )
     height, width = rows.shape[-2:]
-    first, last = labels
     ax.set_yticks(_cell_centres(len(rows), height), [f"{int(a)} → {int(b)}" for a, b in zip(first, last)])
     ax.set_xticks(_cell_centres(steps + 2, width)[1:-1:3], [f"t={v:.2f}" for v in t.flatten()[::3].tolist()])
     return fig
@@ -131,9 +133,9 @@ def samples_figure(module: Any, num_images: int = 64, seed: int = 0) -> Figure:
 
 
 @torch.no_grad()
-def reconstructions_figure(module: Any, images: Tensor, per_row: int = 8) -> Figure:
+def reconstructions_figure(module: Any, images: Tensor, labels: Tensor, per_row: int = 8) -> Figure:
     """Rows of images, each above a row of their reconstructions (decoded posterior means)."""
-    reconstructions = module.reconstruct(images.to(module.device)).cpu()
+    reconstructions = module.reconstruct(images.to(module.device), labels.to(module.device)).cpu()
     rows = []
     for start in range(0, len(images), per_row):
         rows += [images[start : start + per_row].cpu(), reconstructions[start : start + per_row]]
@@ -146,8 +148,8 @@ def reconstructions_figure(module: Any, images: Tensor, per_row: int = 8) -> Fig
 def latent_figures(
     module: Any, images: Tensor, labels: Tensor, seed: int = 0, names: tuple[str, ...] = FIGURE_NAMES
 ) -> dict[str, Figure]:
-    """The figures ``names`` (of :data:`FIGURE_NAMES`; ``manifold`` only for a 2-D latent space)
-    of ``module`` on labelled ``images`` (N, C, H, W)."""
+    """The figures ``names`` (of :data:`FIGURE_NAMES`; ``manifold`` only for a 2-D latent space
+    of a model that does not condition on the class) of ``module`` on labelled ``images`` (N, C, H, W)."""
     unknown = sorted(set(names) - set(FIGURE_NAMES))
     if unknown:
         raise ValueError(f"unknown figures {unknown}; choose from {list(FIGURE_NAMES)}")
@@ -156,14 +158,17 @@ def latent_figures(
     generator = torch.Generator().manual_seed(seed)
     pairs = torch.randperm(len(images), generator=generator)[:16].view(2, -1)
     draw = {
-        "scatter": lambda: scatter_figure(torch.cat([_encode_means(module, chunk).cpu() for chunk in images.split(1000)]), labels),
+        "scatter": lambda: scatter_figure(
+            torch.cat([_encode_means(module, *chunk).cpu() for chunk in zip(images.split(1000), labels.split(1000))]), labels
+        ),
         "manifold": lambda: manifold_figure(module),
         "interpolations": lambda: interpolation_figure(
             module, images[pairs[0]], images[pairs[1]], (labels[pairs[0]], labels[pairs[1]])
         ),
         "samples": lambda: samples_figure(module, seed=seed),
-        "reconstructions": lambda: reconstructions_figure(module, images[:32]),
+        "reconstructions": lambda: reconstructions_figure(module, images[:32], labels[:32]),
     }
-    figures = {name: draw[name]() for name in names if name != "manifold" or module.latent_dim == 2}
+    has_manifold = module.latent_dim == 2 and getattr(module, "num_classes", None) is None
+    figures = {name: draw[name]() for name in names if name != "manifold" or has_manifold}
     module.train(was_training)
     return figures
