@@ -156,7 +156,12 @@ def feed_rate(batches, count: int) -> float:
     next(iterator)
     start, images = time.perf_counter(), 0
     for _ in range(count):
-        images += len(next(iterator)[0])
+        try:
+            batch = next(iterator)
+        except StopIteration:  # a small folder: the next epoch's pass (its start counted too)
+            iterator = iter(batches)
+            batch = next(iterator)
+        images += len(batch[0])
     return images / (time.perf_counter() - start)
 
 
