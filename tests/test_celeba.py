@@ -18,6 +18,8 @@ from PIL import Image
 from vae_lightning.cli import main, run_cli
 from vae_lightning.data import CorruptDataError, DataNotFoundError, ImageDataModule
 from vae_lightning.models import ConvVAE
+from vae_lightning.models.conditional import ConditionalMLPVAE, check_conditioning
+from vae_lightning.runtime.errors import UserError
 
 SPLITS = (6, 3, 4)  # training, validation and test faces, as list_eval_partition.txt's 0, 1, 2
 
@@ -155,3 +157,12 @@ def test_a_face_cut_short_is_refused_naming_it(celeba_dir) -> None:
 def test_val_size_is_refused_for_celeba_whose_validation_split_is_published(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="data.val_size must be null for celeba, got 100: its validation images are its published"):
         ImageDataModule(data_dir=str(tmp_path), dataset="celeba", val_size=100)
+
+
+def test_celebas_identities_are_not_classes_a_conditional_network_could_take(celeba_dir) -> None:
+    data_dir, _ = celeba_dir
+    dm = ImageDataModule(data_dir=str(data_dir), dataset="celeba", download=False)
+    assert dm.num_classes is None
+    network = ConditionalMLPVAE(image_shape=(3, 64, 64), num_classes=10)
+    with pytest.raises(UserError, match="model.network ConditionalMLPVAE conditions on the class, but data.dataset celeba has no class labels"):
+        check_conditioning(network, dm.num_classes, dm.dataset)

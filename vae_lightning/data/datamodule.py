@@ -176,8 +176,9 @@ class ImageDataModule(LightningDataModule):
         return image_shape(self.dataset, self.data_dir, self.channels, self.image_size)
 
     @property
-    def num_classes(self) -> int:
-        """K, the classes of the labels served; a conditional network must have as many."""
+    def num_classes(self) -> int | None:
+        """K, the classes of the labels served; a conditional network must have as many. ``None``
+        when the labels are not classes (CelebA's identities)."""
         return class_count(self.dataset, self.data_dir)
 
     def prepare_data(self) -> None:

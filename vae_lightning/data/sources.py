@@ -50,8 +50,9 @@ NATIVE_SHAPES: dict[str, ImageShape] = {name: (1, 28, 28) for name in _IDX_CLASS
 #: datasets whose validation images are a published split, not held out of the training images
 PUBLISHED_VALIDATION = ("celeba",)
 SPLIT_FOLDERS = {True: "train", False: "test"}  # image_folder's split -> subfolder
-#: Classes of each dataset's labels as published (image folders: their class folders).
-NATIVE_CLASSES: dict[str, int] = {name: 10 for name in NATIVE_SHAPES}
+#: Classes of each dataset's labels as published (image folders: their class folders). CelebA's
+#: labels are the identities of its people, not classes to condition on, so it has none here.
+NATIVE_CLASSES: dict[str, int] = {name: 10 for name in (*_IDX_CLASSES, "cifar10")}
 
 
 def dataset_folder(dataset: DatasetName, data_dir: Path) -> Path:
@@ -262,9 +263,9 @@ def image_shape(dataset: DatasetName, data_dir: Path, channels: int | None, imag
     return (channels or c, image_size or h, image_size or w)
 
 
-def class_count(dataset: DatasetName, data_dir: Path) -> int:
+def class_count(dataset: DatasetName, data_dir: Path) -> int | None:
     """K, the classes of the dataset's labels, before any image is read (an image folder's: the
-    class folders of both splits together)."""
+    class folders of both splits together); ``None`` for labels that are not classes (CelebA's)."""
     if dataset == "image_folder":
-        return len({name for split in SPLIT_FOLDERS.values() for name in _class_folders(data_dir / split)})
-    return NATIVE_CLASSES[dataset]
+        return len(image_folder_classes(data_dir))
+    return NATIVE_CLASSES.get(dataset)

@@ -64,7 +64,7 @@ def check_conditioning(network: nn.Module, data_classes: int | None, dataset: st
         return
     name = type(network).__name__
     if data_classes is None or data_classes < 2:
-        has = "no labels" if data_classes is None else f"{data_classes} class (one class folder)"
+        has = "no class labels" if data_classes is None else f"{data_classes} class (one class folder)"
         raise UserError(
             f"model.network {name} conditions on the class, but data.dataset {dataset} has {has}: train it on "
             "labelled images (an image_folder with a subfolder per class), or choose a network that does not condition"
