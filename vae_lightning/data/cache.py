@@ -34,7 +34,7 @@ from filelock import FileLock, Timeout
 from torch import Tensor
 from tqdm import tqdm
 
-from vae_lightning.data.sources import image_folder_classes, image_folder_decoder, image_folder_samples, image_folder_shape
+from vae_lightning.data.sources import image_folder_classes, image_folder_reader, image_folder_samples
 from vae_lightning.runtime.errors import CorruptDataError, UserError
 
 #: what the index's ``format`` says, and the version of the layout this code reads and writes
@@ -78,8 +78,7 @@ class CacheSource:
 def image_folder_source(data_dir: Path, train: bool, channels: int | None, image_size: int | None) -> CacheSource:
     """The cache source of a split of an ``ImageFolder`` layout (see ``sources.py``)."""
     samples = image_folder_samples(data_dir, train)
-    shape = image_folder_shape(data_dir, channels, image_size)
-    decode = image_folder_decoder(data_dir, channels, image_size)
+    shape, decode = image_folder_reader(data_dir, channels, image_size)
     return CacheSource("train" if train else "test", data_dir, samples, image_folder_classes(data_dir), shape, decode)
 
 
@@ -181,7 +180,7 @@ def _map(pixels: Path, shape: tuple[int, ...]) -> np.ndarray:
     if size != expected:
         state = "truncated" if size < expected else "too long"
         raise CorruptDataError(f"data cache file {pixels} is {state}: {size:,} bytes, expected {expected:,}. {_fix(pixels)}")
-    return np.load(pixels, mmap_mode="r")
+    return np.memmap(pixels, dtype=np.uint8, mode="r", offset=offset, shape=shape)  # the header read above, not again
 
 
 def _build(source: CacheSource, pixels: Path, fingerprint: str, reason: str, workers: int | None) -> None:

@@ -187,12 +187,20 @@ def _first_training_image(data_dir: Path, channels: int | None) -> tuple[str, Im
     return path, _open_image(path, channels)
 
 
+def image_folder_reader(data_dir: Path, channels: int | None, image_size: int | None) -> tuple[ImageShape, Callable[[str], Tensor]]:
+    """The shape the images of both splits will have, and the picklable function that decodes
+    each of them to it. The first training image sets both: its channels (unless ``channels``
+    says) and, without ``image_size``, its size, since the network is built for one shape."""
+    first_path, first = _first_training_image(data_dir, channels)
+    c = 1 if first.mode == "L" else 3
+    shape = (c, image_size, image_size) if image_size is not None else (c, first.height, first.width)
+    return shape, partial(decode_image, channels=c, image_size=image_size, size=first.size, first_path=first_path)
+
+
 def image_folder_shape(data_dir: Path, channels: int | None, image_size: int | None) -> ImageShape:
     """The shape the images of both splits will have: the first training image's, resized to
     ``image_size`` and converted to ``channels`` when given."""
-    _, image = _first_training_image(data_dir, channels)
-    c = 1 if image.mode == "L" else 3
-    return (c, image_size, image_size) if image_size is not None else (c, image.height, image.width)
+    return image_folder_reader(data_dir, channels, image_size)[0]
 
 
 def decode_image(path: str, channels: int, image_size: int | None, size: tuple[int, int], first_path: str) -> Tensor:
@@ -207,17 +215,9 @@ def decode_image(path: str, channels: int, image_size: int | None, size: tuple[i
     return adapt(image, None, image_size)
 
 
-def image_folder_decoder(data_dir: Path, channels: int | None, image_size: int | None) -> Callable[[str], Tensor]:
-    """The picklable function that decodes each image of both splits as the first training image
-    sets: its channels (unless ``channels`` says) and, without ``image_size``, its size, since
-    the network is built for one shape."""
-    first_path, first = _first_training_image(data_dir, channels)
-    return partial(decode_image, channels=1 if first.mode == "L" else 3, image_size=image_size, size=first.size, first_path=first_path)
-
-
 def _read_image_folder(data_dir: Path, train: bool, channels: int | None, image_size: int | None) -> tuple[Tensor, Tensor]:
     samples = image_folder_samples(data_dir, train)
-    decode = image_folder_decoder(data_dir, channels, image_size)
+    _, decode = image_folder_reader(data_dir, channels, image_size)
     return torch.stack([decode(path) for path, _ in samples]), torch.tensor([label for _, label in samples])
 
 
