@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.runs import in_process
 from helpers.variants import BATCHES, VariantRun
 
-from vae_lightning.cli import main
 from vae_lightning.likelihoods import Bernoulli
 from vae_lightning.models import MLPVAE
 from vae_lightning.module import VAEModule
@@ -74,11 +74,8 @@ def test_iwae_trains_on_more_draws_and_its_gradient_reaches_the_encoder() -> Non
 def test_iwae_with_fewer_than_one_sample_is_refused_naming_the_setting(
     cli_args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    with pytest.raises(SystemExit):
-        main(["fit", *cli_args, "--model.objective=vae_lightning.objectives.IWAE", "--model.objective.init_args.k=0"])
-    err = capsys.readouterr().err
-    assert "model.objective.init_args.k (IWAE's number of importance samples K) must be at least 1, got 0" in err
-    assert "Traceback" not in err
+    status, err = in_process(["fit", *cli_args, "--model.objective=vae_lightning.objectives.IWAE", "--model.objective.init_args.k=0"], capsys)
+    assert status == 2 and "model.objective.init_args.k (IWAE's number of importance samples K) must be at least 1, got 0" in err
     assert not (tmp_path / "lightning_logs").exists()  # refused before any run folder is written
 
 

@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers.runs import cpu_run_args, run_command
+from helpers.runs import TRACEBACK, cpu_run_args, in_process, run_command
 
 from vae_lightning.cli import run_cli
 from vae_lightning.runtime import settings
@@ -19,8 +19,6 @@ from vae_lightning.runtime.errors import (
     DataNotFoundError,
     run_reporting_user_errors,
 )
-
-TRACEBACK = "Traceback (most recent call last)"
 
 #: 3 epochs of 4 batches of 32, as in tests/conf/short_run.yaml, where lr 1.0 without clipping
 #: turns the loss into NaN at step 5.
@@ -145,17 +143,6 @@ def test_a_programming_error_keeps_its_traceback() -> None:
 
 
 # No evaluation of untrained weights by accident.
-
-
-def in_process(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str]:
-    """The command line's exit status and its stderr, run in this process."""
-    try:
-        status = run_cli(args)
-    except SystemExit as stop:
-        status = stop.code
-    err = capsys.readouterr().err
-    assert TRACEBACK not in err, err[-3000:]
-    return int(status or 0), err
 
 
 @pytest.mark.parametrize("subcommand", ["validate", "test", "predict"])

@@ -60,3 +60,21 @@ def run_command(module: str, args: list[str], timeout: float = 300) -> subproces
     environment.pop("VAE_LIGHTNING_TRACEBACK", None)
     command = [sys.executable, "-m", module, *args]
     return subprocess.run(command, cwd=REPO_ROOT, env=environment, capture_output=True, text=True, timeout=timeout)
+
+
+#: How Python begins a traceback: what a user's error must not show.
+TRACEBACK = "Traceback (most recent call last)"
+
+
+def in_process(args: list[str], capsys: Any) -> tuple[int, str]:
+    """The command line's exit status and its stderr (``capsys``: pytest's fixture), run in this
+    process; the stderr holds no traceback."""
+    from vae_lightning.cli import run_cli
+
+    try:
+        status = run_cli(args)
+    except SystemExit as stop:
+        status = stop.code
+    err = capsys.readouterr().err
+    assert TRACEBACK not in err, err[-3000:]
+    return int(status or 0), err

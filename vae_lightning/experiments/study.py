@@ -5,7 +5,8 @@ Optuna does the bookkeeping: each grid point (setting x seed) that no trial hold
 ``enqueue_trial`` (its point and context in the trial's user attributes) and every worker
 ``optimize``s, Optuna handing each queued trial to one worker (should two workers queue a point
 at the same moment, the later copy is pruned untrained, ``duplicate_of``; a queued point since
-taken out of the grid is pruned untrained too, ``not_in_grid``); a range search draws from TPE
+taken out of the grid is pruned untrained too, ``not_in_grid``, and so is a worker's trial that
+finds the queue emptied by another worker between its look and its start, ``nothing_queued``); a range search draws from TPE
 until ``n_trials`` have run. A running trial beats a heartbeat; one silent for the grace period
 (a dead worker) is queued again by ``RetryHeartbeatStaleTrialCallback``. Finished trials count,
 runs that failed for a reason of their own (a NaN loss: ``fail_reason``) too; a trial cut off by

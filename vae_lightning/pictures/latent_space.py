@@ -90,8 +90,7 @@ def manifold_figure(module: Any, steps: int = 20) -> Figure:
     latent_dim = module.latent_dim
     if latent_dim != 2:
         raise ValueError(f"the decoded manifold needs latent_dim 2, this model has {latent_dim}")
-    with torch.no_grad():
-        grid = module.prior.quantiles(torch.linspace(0.05, 0.95, steps)).cpu()  # (steps, 2)
+    grid = module.prior.quantiles(torch.linspace(0.05, 0.95, steps)).cpu()  # (steps, 2)
     z2, z1 = torch.meshgrid(grid[:, 1].flip(0), grid[:, 0], indexing="ij")  # top row: largest z_2
     z = torch.stack([z1.flatten(), z2.flatten()], dim=1)
     images = module.decode(z.to(module.device)).cpu()
