@@ -83,14 +83,15 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "vae_lightning", *args]
 
 
-def run(args: list[str], log: Path) -> dict[str, Any]:
-    """Run ``args`` from the repository root, output into ``log``; returns the command as text, its
-    wall time and the machine's load around it. Raises if the command fails."""
+def run(args: list[str], log: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run ``args`` from the repository root (in ``env``, else this process's environment),
+    output into ``log``; returns the command as text, its wall time and the machine's load
+    around it. Raises if the command fails."""
     log.parent.mkdir(parents=True, exist_ok=True)
     before = uptime()
     start = time.perf_counter()
     with LoadSampler() as load, log.open("w") as out:
-        done = subprocess.run(args, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        done = subprocess.run(args, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
     wall = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"{shlex.join(args)} failed with status {done.returncode}; see {log}")

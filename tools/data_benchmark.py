@@ -29,7 +29,6 @@ import multiprocessing
 import os
 import resource
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -40,7 +39,7 @@ import torch
 from lightning.pytorch import Callback
 from PIL import Image
 
-from tools.common import RESULTS, ROOT, machine, rounded, script_parser, uptime, write_json
+from tools.common import RESULTS, ROOT, cli, machine, rounded, run, script_parser, uptime, write_json
 
 CLASSES = 10
 LAUNCHED = "DATA_BENCHMARK_LAUNCHED"  # the parent's clock when it started the run, for its child
@@ -126,17 +125,12 @@ def fit_until_first_step(name: str, data_dir: Path, work: Path, *extra: str, tou
     out = work / name
     callback = {"class_path": "tools.data_benchmark.FirstStep", "init_args": {"out": str(out), "touch": touch}}
     devices = ["--trainer.strategy=ddp", f"--trainer.devices={ranks}"] if ranks > 1 else ["--trainer.devices=1"]
-    args = [sys.executable, "-m", "vae_lightning", "fit", "--config", "configs/default.yaml", "--config", "configs/conv.yaml",
+    args = cli("fit", "--config", "configs/default.yaml", "--config", "configs/conv.yaml",
             f"--data.data_dir={data_dir}", "--data.download=false", f"--trainer.default_root_dir={work / 'runs' / name}",
             "--trainer.accelerator=cpu", *devices, "--trainer.max_steps=1", "--trainer.limit_val_batches=0",
             "--trainer.num_sanity_val_steps=0", "--trainer.logger=false",
-            "--progress_bar.refresh_rate=0", f"--trainer.callbacks+={json.dumps(callback)}", *extra]
-    log = work / f"{name}.log"
-    environment = {**os.environ, LAUNCHED: repr(time.time()), "OMP_NUM_THREADS": "1"}
-    with log.open("w") as output:
-        done = subprocess.run(args, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT, env=environment)
-    if done.returncode != 0:
-        raise SystemExit(f"{name} failed with status {done.returncode}; see {log}")
+            "--progress_bar.refresh_rate=0", f"--trainer.callbacks+={json.dumps(callback)}", *extra)
+    run(args, work / f"{name}.log", env={**os.environ, LAUNCHED: repr(time.time()), "OMP_NUM_THREADS": "1"})
     return [json.loads(Path(f"{out}.rank{r}.json").read_text()) for r in range(ranks)]
 
 
