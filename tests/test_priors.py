@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers.runs import in_process
+from helpers.runs import CONFIGS, in_process
 from helpers.variants import BATCHES, VariantRun
 from lightning.pytorch import Trainer
 from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal, kl_divergence
@@ -126,6 +126,17 @@ def test_a_vampprior_whose_pseudo_inputs_do_not_fit_the_images_is_refused_naming
     status, err = in_process(["fit", *cli_args, "--model.prior=vae_lightning.priors.VampPrior", "--model.prior.init_args.image_shape=[1, 32, 32]"], capsys)
     assert status == 2 and "model.prior.init_args.image_shape [1, 32, 32] (VampPrior's pseudo-inputs) does not match" in err
     assert "the network's image shape [1, 28, 28] (model.network.init_args.image_shape, set from the data)" in err
+    assert not (tmp_path / "lightning_logs").exists()
+
+
+def test_a_vampprior_with_a_conditional_network_is_refused_naming_both_settings(
+    cli_args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    overlays = ["--config", str(CONFIGS / "conditional.yaml"), "--config", str(CONFIGS / "vampprior.yaml")]
+    status, err = in_process(["fit", *cli_args, *overlays], capsys)
+    assert status == 2 and "a VampPrior's pseudo-inputs are images without a class" in err
+    assert "model.network ConditionalMLPVAE conditions its encoder on one (num_classes 10)" in err
+    assert "StandardNormal or MixtureOfGaussians" in err
     assert not (tmp_path / "lightning_logs").exists()
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers.image_files import write_shapes_folder
-from helpers.runs import cpu_run_args
+from helpers.runs import TRACEBACK, cpu_run_args
 
 from vae_lightning.cli import main, run_cli
 from vae_lightning.data import ImageDataModule
@@ -150,3 +150,12 @@ def test_train_features_writes_weights_whose_record_and_accuracy_hold(tmp_path: 
     out.write_bytes(out.read_bytes() + b"\0")  # a changed file no longer matches its record
     with pytest.raises(UserError, match="SHA-256"):
         load_feature_network(str(out))
+
+
+def test_train_features_refuses_a_dataset_without_class_labels(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "features" / "celeba.pt"
+    assert train_features(["--dataset", "celeba", "--data_dir", str(tmp_path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "error: --dataset celeba has no class labels, and the feature network is a classifier" in err
+    assert "--evaluation.feature_network" in err and TRACEBACK not in err
+    assert not out.parent.exists()

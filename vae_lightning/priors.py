@@ -27,6 +27,7 @@ from torch.distributions import Normal
 
 from vae_lightning.latent import log_posterior, reparameterize
 from vae_lightning.losses import kl_divergence, kl_divergence_per_dim
+from vae_lightning.models.conditional import conditioning_classes
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -191,6 +192,13 @@ class VampPrior(_DiagonalMixture):
             )
         if len(shape) != 3:
             raise ValueError(f"model.prior: a VampPrior needs a network with an image_shape, {type(network).__name__} has none")
+        if conditioning_classes(network) is not None:
+            raise ValueError(
+                f"model.prior: a VampPrior's pseudo-inputs are images without a class, but model.network "
+                f"{type(network).__name__} conditions its encoder on one (num_classes {conditioning_classes(network)}); "
+                "use --model.prior vae_lightning.priors.StandardNormal or MixtureOfGaussians with a conditional network, "
+                "or a network that does not condition with the VampPrior"
+            )
         self.image_shape = shape
         self.pseudo_logits = nn.Parameter(torch.randn(self.num_components, *shape))
         self._encode = network.encode  # a bound method, not a submodule: the network's weights stay its own

@@ -26,7 +26,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from vae_lightning.data import ImageDataModule
 from vae_lightning.data.sources import DatasetName
 from vae_lightning.quality.network import FeatureNetwork, save_feature_network
-from vae_lightning.runtime.errors import run_reporting_user_errors
+from vae_lightning.runtime.errors import UserError, run_reporting_user_errors
 
 
 class FeatureClassifier(LightningModule):
@@ -70,9 +70,16 @@ def train(args: argparse.Namespace) -> dict:
         data_dir=args.data_dir, dataset=args.dataset, batch_size=args.batch_size, val_size=args.val_size, download=args.download,
         image_size=args.image_size, channels=args.channels,
     )  # fmt: skip
+    num_classes = data.num_classes
+    if num_classes is None or num_classes < 2:
+        has = "no class labels" if num_classes is None else "one class folder"
+        raise UserError(
+            f"--dataset {args.dataset} has {has}, and the feature network is a classifier trained on them: train it on "
+            "a labelled dataset (the MNIST family, CIFAR-10, or an image_folder with a subfolder per class) of the "
+            "VAE's image shape, and give its weights as --evaluation.feature_network"
+        )
     data.prepare_data()
     data.setup("fit")
-    num_classes = int(data.splits["train"][1].max()) + 1
     shape = data.image_shape
     classifier = FeatureClassifier(shape, num_classes, args.lr)
     trainer = Trainer(
