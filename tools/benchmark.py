@@ -147,12 +147,12 @@ class PairedFloor(Callback):
 
 
 class LogClock:
-    """Wraps a module's ``log`` and ``log_dict`` and adds up their seconds during training steps."""
+    """Wraps a module's ``log`` and adds up its seconds during training steps (after the first
+    epoch); ``log_dict`` calls ``log`` once per key, so it is counted through it, once."""
 
     def __init__(self, module: LightningModule) -> None:
         self.seconds, self.steps = 0.0, 0
-        for name in ("log", "log_dict"):
-            setattr(module, name, self._timed(getattr(module, name), module))
+        module.log = self._timed(module.log, module)
 
     def _timed(self, method, module: LightningModule):
         def timed(*args: Any, **kwargs: Any) -> None:
