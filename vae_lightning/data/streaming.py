@@ -108,21 +108,21 @@ def collate(pixels: PixelBatch, samples: Sequence[dict[str, Any]]) -> tuple[Tens
 class StreamingCollate:
     """A picklable ``collate_fn`` (DataLoader workers receive it) of :func:`collate`."""
 
-    def __init__(self, binarize: bool = False) -> None:
-        self.pixels = PixelBatch(binarize=binarize)
+    def __init__(self) -> None:
+        self.pixels = PixelBatch()
 
     def __call__(self, samples: Sequence[dict[str, Any]]) -> tuple[Tensor, Tensor]:
         return collate(self.pixels, samples)
 
 
-def streaming_loader(dataset: StreamingDataset, batch_size: int, num_workers: int, binarize: bool = False) -> StreamingDataLoader:
+def streaming_loader(dataset: StreamingDataset, batch_size: int, num_workers: int) -> StreamingDataLoader:
     """LitData's loader of ``dataset``: batches of (pixels, labels), and a ``state_dict`` that
     says how far into the epoch it is."""
     return StreamingDataLoader(
         dataset,
         batch_size=batch_size,
         num_workers=num_workers,
-        collate_fn=StreamingCollate(binarize),
+        collate_fn=StreamingCollate(),
         persistent_workers=num_workers > 0,
     )
 
