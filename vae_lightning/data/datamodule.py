@@ -285,7 +285,7 @@ class ImageDataModule(LightningDataModule):
     def _stream(self, split: str, shuffle: bool) -> StreamingDataLoader:
         """LitData's loader of ``split``, opened now: after DDP has started, so each process streams its shard."""
         dataset = streaming.open_split(self.data_url, split, shuffle=shuffle, seed=self.split_seed, cache_dir=self.cache_dir)
-        return streaming.streaming_loader(dataset, self.batch_size, self.num_workers)
+        return streaming.streaming_loader(dataset, self.batch_size, self.num_workers, seed=self.split_seed)
 
     def train_dataloader(self) -> TensorBatchLoader | DataLoader:
         if self.dataset == STREAMING:

@@ -115,15 +115,20 @@ class StreamingCollate:
         return collate(self.pixels, samples)
 
 
-def streaming_loader(dataset: StreamingDataset, batch_size: int, num_workers: int) -> StreamingDataLoader:
+def streaming_loader(dataset: StreamingDataset, batch_size: int, num_workers: int, seed: int = 0) -> StreamingDataLoader:
     """LitData's loader of ``dataset``: batches of (pixels, labels), and a ``state_dict`` that
-    says how far into the epoch it is."""
+    says how far into the epoch it is.
+
+    The loader has a generator of its own: a ``DataLoader`` draws its workers' base seed at every
+    pass, from the global random state unless given one, and a resumed run, which restores that
+    state mid-epoch and starts one pass more than the run it continues, would draw other noise."""
     return StreamingDataLoader(
         dataset,
         batch_size=batch_size,
         num_workers=num_workers,
         collate_fn=StreamingCollate(),
         persistent_workers=num_workers > 0,
+        generator=torch.Generator().manual_seed(seed),
     )
 
 
