@@ -187,7 +187,6 @@ def test_optimize_refuses_a_folder_that_already_holds_a_split(streamed: Path, sh
     assert f"error: {streamed / 'train'} already holds files" in err
 
 
-@pytest.mark.slow
 def test_a_streamed_ddp_run_stopped_mid_epoch_resumes_to_the_weights_of_one_that_was_not(streamed: Path, tmp_path: Path) -> None:
     ddp = ["--trainer.strategy=ddp", "--trainer.devices=2", f"--data.batch_size={BATCH // 2}"]
     whole = run_command("vae_lightning", fit_args(streamed, tmp_path / "whole", *ddp))
