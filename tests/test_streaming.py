@@ -127,6 +127,21 @@ def test_a_streamed_run_stopped_mid_epoch_resumes_to_the_weights_of_one_that_was
     assert_same_weights(weights(cli.model), reference["weights"])
 
 
+def test_a_streamed_run_with_loader_workers_stopped_mid_epoch_resumes_to_the_weights_of_one_that_was_not(
+    streamed: Path, tmp_path: Path
+) -> None:
+    workers = "--data.num_workers=2"  # LitData splits each shard between the workers: another order
+    whole = main(fit_args(streamed, tmp_path / "whole", workers))
+    with pytest.raises(SIGTERMException):
+        main(fit_args(streamed, tmp_path / "stopped", workers, with_callback(SignalAt, step=6, signum=int(signal.SIGTERM))))
+    run_dir = tmp_path / "stopped" / "lightning_logs" / "version_0"
+
+    cli = main(["fit", "--config", str(run_dir / "config.yaml"), "--ckpt_path=last"])
+
+    assert cli.trainer.global_step == whole.trainer.global_step == 12
+    assert_same_weights(weights(cli.model), weights(whole.model))
+
+
 def test_a_streamed_run_resumed_from_an_epoch_end_checkpoint_continues_at_the_next_epochs_order(
     reference: dict[str, Any], streamed: Path, tmp_path: Path
 ) -> None:
@@ -153,7 +168,6 @@ def test_a_folder_that_is_not_a_litdata_directory_says_so_and_names_the_optimize
 
 
 def test_a_store_whose_client_package_is_missing_names_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("litdata")
     try:
         import google.cloud.storage  # noqa: F401
         pytest.skip("google-cloud-storage is installed here: the missing-package message cannot show")

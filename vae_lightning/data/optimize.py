@@ -72,10 +72,13 @@ def split_items(
             "test": image_folder_samples(data_dir, train=False),
         }
         return {name: (len(items), FolderItems(items, decode)) for name, items in samples.items()}
-    data = ImageDataModule(
-        str(data_dir), dataset, val_size=val_size, split_seed=split_seed, channels=channels, image_size=image_size,
-        download=download,
-    )
+    try:
+        data = ImageDataModule(
+            str(data_dir), dataset, val_size=val_size, split_seed=split_seed, channels=channels, image_size=image_size,
+            download=download,
+        )
+    except ValueError as err:  # a setting the dataset refuses (CelebA's val_size), as the datamodule names it
+        raise UserError(f"{err} (here: the option of the same name, --{str(err).split()[0].removeprefix('data.')})") from err
     if download:
         data.prepare_data()
     data.setup()
