@@ -15,6 +15,7 @@ import tomllib
 from helpers.runs import REPO_ROOT
 
 from vae_lightning.cli import main as cli_main
+from vae_lightning.data.optimize import parse as optimize_parse
 from vae_lightning.experiments.cli import build_parser
 from vae_lightning.experiments.spec import load_experiment
 from vae_lightning.explore import main as explore_main
@@ -69,6 +70,8 @@ def test_every_cli_command_of_the_readme_parses_as_written(checkout: Path, capsy
             parses(cli_main, args, capsys)
         elif module == "vae_lightning.explore":
             parses(explore_main, args, capsys)
+        elif module == "vae_lightning.data.optimize":
+            assert optimize_parse(args).out
         elif module == "vae_lightning.experiments":
             parsed, extra = build_parser().parse_known_args(args)
             assert not [a for a in extra if a.startswith("-") and not a.startswith("--")]

@@ -16,6 +16,10 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from litdata import StreamingDataLoader
+
+#: the checkpoint's entry holding a ``StreamingDataLoader``'s ``state_dict()``
+STREAMING_LOADER_KEY = "streaming_loader"
 
 
 def _rng_states() -> dict[str, Any]:
@@ -53,6 +57,15 @@ class ExactResume(Callback):
     the global random states, which draw the noise eps of z = mu + sigma * eps. Lightning
     does not store the last; this callback adds them to every checkpoint and restores them.
 
+    ``data.dataset streaming``: this callback stores LitData's ``StreamingDataLoader.state_dict()``
+    (its epoch and the samples served in it) in every checkpoint and hands it back to the loader's
+    ``load_state_dict`` on resume. Lightning restores it too, but only from a mid-epoch checkpoint;
+    from one written at an epoch's end the loader would start again at its first epoch's order.
+    The loader forgets that it is resuming only when its iterator runs out, and Lightning stops
+    asking for batches once an epoch's count is reached: the epoch after the resumed one would
+    replay it and serve nothing. So at the end of the resumed epoch this callback tells the loader
+    it is over (``restore = False``), and the next epoch starts afresh, as in a run never stopped.
+
     During training the first Ctrl-C or SIGTERM only asks to stop. At the end of the batch the
     processes agree (under DDP, a stop asked of any one process stops them all, after the same
     step) and Lightning's graceful stop (``SIGTERMException``) ends the run there, on every
@@ -77,6 +90,12 @@ class ExactResume(Callback):
         self.saved_path: str | None = None
         self.stop_requested = False
         self._previous_handlers: dict[int, Any] = {}
+        self._loader_state: dict[str, Any] | None = None  # a streaming loader's, from the checkpoint
+
+    @staticmethod
+    def _streaming_loader(trainer: Trainer) -> StreamingDataLoader | None:
+        loader = trainer.train_dataloader
+        return loader if isinstance(loader, StreamingDataLoader) else None
 
     def state_dict(self) -> dict[str, Any]:
         return {"rng_states": _rng_states()}
@@ -84,6 +103,13 @@ class ExactResume(Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if "rng_states" in state_dict:
             _set_rng_states(state_dict["rng_states"])
+
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        if (loader := self._streaming_loader(trainer)) is not None:
+            checkpoint[STREAMING_LOADER_KEY] = loader.state_dict()
+
+    def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        self._loader_state = checkpoint.get(STREAMING_LOADER_KEY)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         """Only note the request: no collective call, no exception, whatever the process is doing."""
@@ -96,6 +122,9 @@ class ExactResume(Callback):
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.stop_requested = False
+        loader, state, self._loader_state = self._streaming_loader(trainer), self._loader_state, None
+        if loader is not None and state is not None and not loader.restore:  # not restored by Lightning
+            loader.load_state_dict(state)  # the loaders exist by now; their first pass is yet to come
         for signum in (signal.SIGINT, signal.SIGTERM):
             try:
                 self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
@@ -113,6 +142,11 @@ class ExactResume(Callback):
             # Lightning's graceful stop, the flag its own SIGTERM handler sets (no public setter):
             # SIGTERMException once this batch's loop iteration is done, on every process
             trainer._signal_connector.received_sigterm = True
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        loader = self._streaming_loader(trainer)
+        if loader is not None and loader.restore:
+            loader.restore = False  # the resumed epoch is over: the next iteration is a new epoch
 
     def _restore_signals(self) -> None:
         for signum, handler in self._previous_handlers.items():

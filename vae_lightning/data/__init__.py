@@ -1,5 +1,5 @@
 """The data: a LightningDataModule over torchvision's datasets and image folders, held in memory
-(image folders mapped from their decoded cache)."""
+(image folders mapped from their decoded cache), or streamed from LitData's format (streaming.py)."""
 
 from vae_lightning.data.datamodule import ImageDataModule, train_val_split, validation_count
 from vae_lightning.data.loader import TensorBatchLoader, to_pixels

@@ -4,7 +4,9 @@ folder's mapped from its decoded cache, ``cache.py``), served as (B, C, H, W) fl
 
 Pixels are scaled to [0, 1] and not standardised: the decoder's sigmoid output and the squared
 error need targets in [0, 1]. ``fit`` and ``validate`` use a seeded split of the training images;
-``test`` and ``predict`` use the test images.
+``test`` and ``predict`` use the test images. ``streaming`` streams a directory that
+``python -m vae_lightning.data.optimize`` wrote, through LitData (``streaming.py``), instead of
+holding it in memory.
 """
 
 from __future__ import annotations
@@ -16,12 +18,15 @@ import torch
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
+from litdata import StreamingDataLoader
 from torch.utils.data import DataLoader, Subset, TensorDataset
 
 from vae_lightning.corruption import binarize as binarized
 from vae_lightning.corruption import seeded_generator
 from vae_lightning.data.cache import cache_folder, cached_split, image_folder_source
 from vae_lightning.data.loader import PixelBatch, Split, TensorBatchLoader, to_pixels
+from vae_lightning.data import streaming
+from vae_lightning.data.streaming import STREAMING, StreamingName
 from vae_lightning.data.sources import (
     PUBLISHED_VALIDATION,
     DatasetName,
@@ -94,14 +99,16 @@ class ImageDataModule(LightningDataModule):
         data_dir: folder holding the dataset: ``MNIST/raw`` (``FashionMNIST/raw``, ``KMNIST/raw``)
             with the IDX files, ``cifar-10-batches-py``, ``celeba`` (``img_align_celeba/`` and
             the list files), or for ``image_folder`` the folders ``train/<class>/`` and
-            ``test/<class>/`` of images.
+            ``test/<class>/`` of images; for ``streaming`` the folder or object-store URL
+            (``s3://bucket/path``) that ``python -m vae_lightning.data.optimize`` wrote.
         dataset: ``mnist``, ``fashion_mnist``, ``kmnist``, ``cifar10``, ``celeba`` (64x64 centre
-            crops of the aligned faces) or ``image_folder``.
+            crops of the aligned faces), ``image_folder``, or ``streaming``: any of them converted
+            into LitData's chunked format, streamed shard by shard to each process.
         batch_size: images per batch (per process when distributed).
         val_size: training images held out for validation: a count (``5000``), a fraction of
             the training images (``0.1``), or ``null``: 5,000 or a tenth of them, whichever is
             fewer (MNIST's 5,000 of 60,000; 300 of a folder of 3,000). CelebA has a published
-            validation split, so ``null`` only.
+            validation split, so ``null`` only; so has ``streaming``: its ``val/`` folder.
         num_workers: 0 serves batches in-process from tensors (fastest); more uses a
             ``DataLoader`` with that many worker processes.
         download: fetch the files into ``data_dir`` when they are missing (not ``image_folder``).
@@ -121,12 +128,13 @@ class ImageDataModule(LightningDataModule):
             false: decode every image with PIL at every start.
         cache_dir: where the cache lives; ``None``: ``<data_dir>/.vae_lightning_cache``, or
             ``~/.cache/vae_lightning/<folder>-<hash>`` when the data folder is read-only.
+            ``streaming``: where LitData keeps the chunks it downloads (``None``: its default).
     """
 
     def __init__(
         self,
         data_dir: str = "data",
-        dataset: DatasetName = "mnist",
+        dataset: DatasetName | StreamingName = "mnist",
         batch_size: int = 128,
         val_size: int | float | None = None,
         num_workers: int = 0,
@@ -144,6 +152,13 @@ class ImageDataModule(LightningDataModule):
         if batch_size < 1:
             raise ValueError(f"data.batch_size must be at least 1, got {batch_size}")
         val_size = check_val_size(val_size)
+        if dataset == STREAMING and (val_size is not None or image_size is not None or channels is not None or binarize):
+            raise ValueError(
+                "data.val_size, data.image_size and data.channels must be null, and data.binarize false, for streaming: "
+                "the validation images and the image shape are fixed when the directory is written (pass them to "
+                f"`{streaming.OPTIMIZE_COMMAND}`: --val_size, --image_size, --channels), and the fixed binarization of "
+                "the validation images needs them in memory: train a binarized model on the dataset itself"
+            )
         if dataset in PUBLISHED_VALIDATION and val_size is not None:
             raise ValueError(
                 f"data.val_size must be null for {dataset}, got {val_size}: its validation images are its published "
@@ -155,6 +170,7 @@ class ImageDataModule(LightningDataModule):
             raise ValueError(f"data.channels must be 1, 3 or null, got {channels}")
         self.save_hyperparameters()
         self.data_dir = Path(data_dir).expanduser()
+        self.data_url = data_dir  # as given: a Path would turn s3://bucket into s3:/bucket
         self.dataset = dataset
         self.batch_size = batch_size
         self.val_size = val_size
@@ -169,21 +185,29 @@ class ImageDataModule(LightningDataModule):
         self.cache = cache
         self.cache_dir = cache_dir
         self.splits: dict[str, Split] = {}  # name -> rows of the uint8 images, with their labels
+        self._shape: ImageShape | None = None  # streaming: read once from the first training item
 
     @property
     def image_shape(self) -> ImageShape:
         """(channels, height, width) of the images served; the CLI hands it to the network."""
+        if self.dataset == STREAMING:
+            if self._shape is None:
+                self._shape = streaming.streamed_shape(self.data_url, self.cache_dir)
+            return self._shape
         return image_shape(self.dataset, self.data_dir, self.channels, self.image_size)
 
     @property
     def num_classes(self) -> int | None:
         """K, the classes of the labels served; a conditional network must have as many. ``None``
-        when the labels are not classes (CelebA's identities)."""
+        when the labels are not classes (CelebA's identities), or not known before the data is
+        read (``streaming``)."""
+        if self.dataset == STREAMING:
+            return None
         return class_count(self.dataset, self.data_dir)
 
     def prepare_data(self) -> None:
         """Download the files once (on one process) when allowed and missing."""
-        if self.download:
+        if self.download and self.dataset != STREAMING:
             for train in (True, False):
                 download_split(self.dataset, self.data_dir, train)
 
@@ -202,7 +226,13 @@ class ImageDataModule(LightningDataModule):
         return Split(binarized(to_pixels(images), seeded_generator(seed)).mul_(255).to(torch.uint8), labels)
 
     def setup(self, stage: str | None = None) -> None:
-        """Load the tensors for ``stage`` once; later calls reuse them."""
+        """Load the tensors for ``stage`` once; later calls reuse them (``streaming``: check that
+        the splits exist; the loaders open them)."""
+        if self.dataset == STREAMING:
+            names = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+            for name in names.get(stage or "", streaming.SPLITS):
+                streaming.check_local_split(self.data_url, name)
+            return
         if stage in (None, "fit", "validate") and "train" not in self.splits:
             images, labels = self._read(train=True)
             val = read_validation(self.dataset, self.data_dir, self.channels, self.image_size)  # CelebA's own
@@ -252,14 +282,28 @@ class ImageDataModule(LightningDataModule):
             rows=rows,
         )
 
+    def _stream(self, split: str, shuffle: bool) -> StreamingDataLoader:
+        """LitData's loader of ``split``, opened now: after DDP has started, so each process streams its shard."""
+        dataset = streaming.open_split(self.data_url, split, shuffle=shuffle, seed=self.split_seed, cache_dir=self.cache_dir)
+        return streaming.streaming_loader(dataset, self.batch_size, self.num_workers, seed=self.split_seed)
+
     def train_dataloader(self) -> TensorBatchLoader | DataLoader:
+        if self.dataset == STREAMING:
+            return self._stream("train", shuffle=True)
         return self._loader("train", shuffle=True)
 
     def val_dataloader(self) -> TensorBatchLoader | DataLoader:
+        if self.dataset == STREAMING:
+            return self._stream("val", shuffle=False)
         return self._loader("val", shuffle=False)
 
     def test_dataloader(self) -> TensorBatchLoader | DataLoader:
+        if self.dataset == STREAMING:
+            return self._stream("test", shuffle=False)
         return self._loader("test", shuffle=False)
 
     def predict_dataloader(self) -> TensorBatchLoader | DataLoader:
+        if self.dataset == STREAMING and "test" not in self.splits:  # the first test images, read once
+            first = streaming.first_items(streaming.open_split(self.data_url, "test", cache_dir=self.cache_dir), self.predict_size)
+            self.splits["test"] = Split(*first)
         return self._loader("test", shuffle=False, limit=self.predict_size)

@@ -16,6 +16,9 @@ _IGNORED_WARNINGS = (
     (r"`isinstance\(treespec, LeafSpec\)` is deprecated", r"lightning\.pytorch\.utilities\._pytree"),
     # ImagePredictionWriter does not use batch indices, which Lightning cannot infer from the tensor loader
     (r"Couldn't infer the batch indices fetched from your dataloader", r"lightning\.pytorch\.loops\.prediction_loop"),
+    # data.dataset streaming: LitData's StreamingDataset gives each DataLoader worker its own part
+    # of the shard, so its __len__ is exact with any number of workers
+    (r"Your `IterableDataset` has `__len__` defined", r"lightning\.pytorch\.utilities\.data"),
     # under DDP: the training terms' epoch means are rank 0's own batches (synchronising them would
     # cost a collective every step; val/* and test/* are synchronised), and LatentDiagnostics
     # gathers the posteriors of every process before it logs; Lightning cannot see either
