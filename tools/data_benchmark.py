@@ -44,7 +44,7 @@ import torch
 from lightning.pytorch import Callback
 from PIL import Image
 
-from tools.common import RESULTS, ROOT, cli, machine, rounded, run, script_parser, uptime, write_json
+from tools.common import RESULTS, ROOT, cli, machine, rounded, run, script_parser, shown, uptime, write_json
 
 CLASSES = 10
 CONVERT_WORKERS = 2  # the conversion's processes, as the decode's and the baseline's
@@ -160,8 +160,8 @@ def convert_to_litdata(folder: Path, out: Path, log: Path) -> dict[str, Any]:
     records, the images each split holds (read back from LitData's index), images/s and MB written."""
     from vae_lightning.data.streaming import INDEX_FILE, SPLITS, split_location
 
-    args = [sys.executable, "-m", "vae_lightning.data.optimize", "--dataset", "image_folder", "--data_dir", str(folder),
-            "--out", str(out), "--workers", str(CONVERT_WORKERS)]
+    args = [sys.executable, "-m", "vae_lightning.data.optimize", "--dataset", "image_folder", "--data_dir", str(shown(folder)),
+            "--out", str(shown(out)), "--workers", str(CONVERT_WORKERS)]
     timing = run(args, log, env={**os.environ, "OMP_NUM_THREADS": "1"})
     counts = {}
     for split in SPLITS:
@@ -175,7 +175,11 @@ def convert_to_litdata(folder: Path, out: Path, log: Path) -> dict[str, Any]:
 
 
 def feed_rate(batches, count: int) -> float:
-    """Images/s of ``count`` batches of ``batches`` after the first (which starts any workers)."""
+    """Images/s of ``count`` batches of ``batches`` after the first (which starts any workers);
+    then its workers are stopped, as Lightning stops them after a run, so they take no CPU from
+    the loaders timed next nor are copied into those loaders' workers."""
+    from lightning.pytorch.utilities.combined_loader import _shutdown_workers_and_reset_iterator
+
     iterator = iter(batches)
     next(iterator)
     start, images = time.perf_counter(), 0
@@ -186,7 +190,10 @@ def feed_rate(batches, count: int) -> float:
             iterator = iter(batches)
             batch = next(iterator)
         images += len(batch[0])
-    return images / (time.perf_counter() - start)
+    rate = images / (time.perf_counter() - start)
+    del iterator
+    _shutdown_workers_and_reset_iterator(batches)
+    return rate
 
 
 def streaming_train_loader(litdata: Path, num_workers: int):
