@@ -113,7 +113,8 @@ class VAECLI(LightningCLI):
         trainer = config.get("trainer") or {}
         logger = trainer.get("logger")
         save_dir = (logger.get("init_args") or {}).get("save_dir") if isinstance(logger, (dict, Namespace)) else None
-        if problem := (settings.non_finite_setting(config) or settings.unwritable_folder(trainer.get("default_root_dir"), "--trainer.default_root_dir", "lightning_logs")
+        if problem := (settings.non_finite_setting(config) or settings.negative_clip_value(trainer)
+                       or settings.unwritable_folder(trainer.get("default_root_dir"), "--trainer.default_root_dir", "lightning_logs")
                        or settings.unwritable_folder(save_dir, "--trainer.logger.init_args.save_dir")):
             parser.error(problem)
         if subcommand in EVALUATING and config.get("ckpt_path") is None and not config.get("allow_untrained"):
@@ -136,14 +137,19 @@ class VAECLI(LightningCLI):
 
     def instantiate_classes(self) -> None:
         """Build the model, data and trainer; a value they refuse (``latent_dim`` 0, a negative
-        learning rate, an unknown clipping algorithm) is a usage error naming it, raised before
-        any run folder is written."""
+        learning rate, an unknown clipping algorithm, an accelerator whose package is missing) is a
+        usage error naming it, raised before any run folder is written."""
         try:
             super().instantiate_classes()
         except (ValueError, TypeError, MisconfigurationException) as err:
             if isinstance(err, UserError):
                 raise
             self.parser.error(f"invalid configuration: {_own_reason(err)}")
+        except ModuleNotFoundError as err:
+            if err.name is not None:  # an import of the code itself failed: a bug or a broken install
+                raise
+            # Lightning's check of an optional package (``Trainer(accelerator="tpu")`` without torch_xla)
+            self.parser.error(f"invalid configuration: {err}; or choose an accelerator this machine has (e.g. --trainer.accelerator cpu).")
 
     def _gate_checkpoint(self) -> None:
         """Resolve ``--ckpt_path last`` to the newest ``last.ckpt`` of the experiment (each run has
