@@ -1,7 +1,7 @@
 """A user's bad input, case by case: what they did, the command line it makes and the words the
 one ``error:`` paragraph must hold (the problem and the fix). ``tests/test_bad_input.py`` runs
 every case against an earlier run that must stay byte-identical; :func:`render_table` is the
-table of docs/reliability.md, rewritten by ``PYTHONPATH=tests:. python -m tests.helpers.bad_input_cases --write``."""
+table of docs/reliability.md, rewritten by ``PYTHONPATH=tests python -m helpers.bad_input_cases --write``."""
 
 from __future__ import annotations
 
