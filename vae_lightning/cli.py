@@ -177,10 +177,22 @@ class VAECLI(LightningCLI):
                 rank_zero_info(f"--ckpt_path {config.get('ckpt_path')}: resuming from {resolved}")
             config["ckpt_path"] = resolved
 
+    def _read_data_first(self) -> None:
+        """In one process, read the subcommand's data before the Trainer starts, so missing or bad
+        files stop the run before its logger makes a run folder (Lightning's own ``setup`` then
+        reuses the tensors). Several processes read it as Lightning does: downloading is rank 0's."""
+        if self.trainer.world_size != 1:
+            return
+        if self.datamodule.download:
+            self.datamodule.prepare_data()
+        self.datamodule.setup(self.subcommand)
+
     def _before_run(self) -> None:
-        """Refuse a conditional network that the data's labels do not fit, then gate the checkpoint."""
+        """Refuse a conditional network that the data's labels do not fit, gate the checkpoint, and
+        read the data before any run folder is made."""
         check_conditioning(self.model.network, self.datamodule.num_classes, self.datamodule.dataset)
         self._gate_checkpoint()
+        self._read_data_first()
 
     before_fit = before_validate = before_test = before_predict = _before_run
 
