@@ -132,10 +132,16 @@ def shrink_png(path: Path, colors: int = 128) -> None:
     Image.open(path).convert("RGB").quantize(colors=colors, dither=Image.Dither.NONE).save(path, optimize=True)
 
 
+def shown(path: Path) -> Path:
+    """``path`` as a command line or a message shows it: relative to the repository root, where
+    :func:`run` runs commands, when it lies inside it."""
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+
+
 def write_json(path: Path, result: dict[str, Any]) -> None:
     """Write ``result`` as indented JSON, the way every result file is written."""
     path.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+    print(f"wrote {shown(path)}")
 
 
 def rounded(x: float, digits: int = 2) -> float:

@@ -16,9 +16,14 @@ images; the time that takes is recorded), side by side in one run:
   peak RSS, its proportional (PSS) and private memory (``/proc/self/smaps_rollup``): one process,
   and the two of a ``ddp`` run on 2 CPU processes, with and without the cache; what an extra
   process adds to the machine is its private memory;
-* ``training``: images/s fed by the project's loader from the cache, by ImageFolder + DataLoader
-  (``num_workers=2``, ``ToTensor``), by the loader on MNIST held in memory (today's path), and
-  consumed by training steps of the ConvVAE at 64x64 on this CPU.
+* ``litdata``: the folder converted into LitData's chunked format by
+  ``python -m vae_lightning.data.optimize`` (2 workers): its wall time with the load, images/s and
+  the size written;
+* ``training``: images/s fed by the project's loader from the cache, by its streaming loader from
+  the LitData directory (``data.dataset streaming``, with 0 and 2 workers), by ImageFolder +
+  DataLoader (``num_workers=2``, ``ToTensor``), by the loader on MNIST held in memory (today's
+  path), and consumed by training steps of the ConvVAE at 64x64 on this CPU; each loader's ratio
+  to ImageFolder's.
 """
 
 from __future__ import annotations
@@ -39,9 +44,10 @@ import torch
 from lightning.pytorch import Callback
 from PIL import Image
 
-from tools.common import RESULTS, ROOT, cli, machine, rounded, run, script_parser, uptime, write_json
+from tools.common import RESULTS, ROOT, cli, machine, rounded, run, script_parser, shown, uptime, write_json
 
 CLASSES = 10
+CONVERT_WORKERS = 2  # the conversion's processes, as the decode's and the baseline's
 LAUNCHED = "DATA_BENCHMARK_LAUNCHED"  # the parent's clock when it started the run, for its child
 
 
@@ -57,11 +63,16 @@ def _write_chunk(task: tuple[Path, int, int]) -> None:
         Image.fromarray(pixels).save(path)
 
 
+def split_counts(images: int) -> dict[str, int]:
+    """The images of each split of a synthetic folder of ``images`` training images."""
+    return {"train": images, "test": max(images // 20, CLASSES)}
+
+
 def write_folder(root: Path, images: int) -> float:
     """``root/{train,test}/class<k>/*.png``; the seconds it took with 2 processes."""
     start = time.perf_counter()
     tasks = []
-    for split, count in (("train", images), ("test", max(images // 20, CLASSES))):
+    for split, count in split_counts(images).items():
         for k in range(CLASSES):
             (root / split / f"class{k}").mkdir(parents=True, exist_ok=True)
         tasks += [(root / split, s, min(s + 1000, count)) for s in range(0, count, 1000)]
@@ -144,8 +155,31 @@ def decode_rate(folder: Path, cache: Path, workers: int) -> float:
     return len(source.samples) / (time.perf_counter() - start)
 
 
+def convert_to_litdata(folder: Path, out: Path, log: Path) -> dict[str, Any]:
+    """``python -m vae_lightning.data.optimize`` of the image folder into ``out``: what :func:`run`
+    records, the images each split holds (read back from LitData's index), images/s and MB written."""
+    from vae_lightning.data.streaming import INDEX_FILE, SPLITS, split_location
+
+    args = [sys.executable, "-m", "vae_lightning.data.optimize", "--dataset", "image_folder", "--data_dir", str(shown(folder)),
+            "--out", str(shown(out)), "--workers", str(CONVERT_WORKERS)]
+    timing = run(args, log, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    counts = {}
+    for split in SPLITS:
+        index = json.loads((Path(split_location(str(out), split)) / INDEX_FILE).read_text())
+        counts[f"{split}_images"] = sum(chunk["chunk_size"] for chunk in index["chunks"])
+    written = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    return timing | counts | {
+        "images_per_s": rounded(sum(counts.values()) / timing["wall_time_s"], 0),
+        "written_mb": rounded(written / 2**20, 1),
+    }
+
+
 def feed_rate(batches, count: int) -> float:
-    """Images/s of ``count`` batches of ``batches`` after the first (which starts any workers)."""
+    """Images/s of ``count`` batches of ``batches`` after the first (which starts any workers);
+    then its workers are stopped, as Lightning stops them after a run, so they take no CPU from
+    the loaders timed next nor are copied into those loaders' workers."""
+    from lightning.pytorch.utilities.combined_loader import _shutdown_workers_and_reset_iterator
+
     iterator = iter(batches)
     next(iterator)
     start, images = time.perf_counter(), 0
@@ -156,11 +190,24 @@ def feed_rate(batches, count: int) -> float:
             iterator = iter(batches)
             batch = next(iterator)
         images += len(batch[0])
-    return images / (time.perf_counter() - start)
+    rate = images / (time.perf_counter() - start)
+    del iterator
+    _shutdown_workers_and_reset_iterator(batches)
+    return rate
 
 
-def training_rates(folder: Path, mnist_dir: str, work: Path, batches: int) -> dict[str, float]:
-    """Images/s fed by each loader, and consumed by ConvVAE training steps at 64x64."""
+def streaming_train_loader(litdata: Path, num_workers: int):
+    """The training loader of a ``data.dataset streaming`` run on ``litdata``, as the datamodule builds it."""
+    from vae_lightning.data import ImageDataModule
+
+    data = ImageDataModule(data_dir=str(litdata), dataset="streaming", download=False, num_workers=num_workers)
+    data.setup("fit")
+    return data.train_dataloader()
+
+
+def training_rates(folder: Path, litdata: Path, mnist_dir: str, work: Path, batches: int) -> dict[str, float]:
+    """Images/s fed by each loader, and consumed by ConvVAE training steps at 64x64; each
+    loader's ratio to ImageFolder + DataLoader's."""
     from torch.utils.data import DataLoader
     from torchvision import datasets, transforms
 
@@ -181,11 +228,20 @@ def training_rates(folder: Path, mnist_dir: str, work: Path, batches: int) -> di
     for _ in range(batches // 4):
         floor.train_step(x)
     consumed = 128 * (batches // 4) / (time.perf_counter() - start)
-    return {
+    rates = {
         "cache_loader_images_per_s": rounded(feed_rate(cached.train_dataloader(), batches), 0),
+        "litdata_loader_images_per_s": rounded(feed_rate(streaming_train_loader(litdata, 0), batches), 0),
+        "litdata_loader_2_workers_images_per_s": rounded(feed_rate(streaming_train_loader(litdata, 2), batches), 0),
         "imagefolder_dataloader_2_workers_images_per_s": rounded(feed_rate(baseline, batches), 0),
         "mnist_in_memory_loader_images_per_s": rounded(feed_rate(mnist.train_dataloader(), batches), 0),
         "convvae_64x64_training_images_per_s": rounded(consumed, 0),
+    }
+    baseline_rate = rates["imagefolder_dataloader_2_workers_images_per_s"]
+    return rates | {
+        "cache_over_imagefolder": rounded(rates["cache_loader_images_per_s"] / baseline_rate, 2),
+        "litdata_over_imagefolder": rounded(rates["litdata_loader_images_per_s"] / baseline_rate, 2),
+        "litdata_2_workers_over_imagefolder": rounded(rates["litdata_loader_2_workers_images_per_s"] / baseline_rate, 2),
+        "cache_over_convvae_consumption": rounded(rates["cache_loader_images_per_s"] / rates["convvae_64x64_training_images_per_s"], 2),
     }
 
 
@@ -246,11 +302,12 @@ def main() -> None:
     result["memory"]["extra_ddp_process_images_share_no_cache"] = rounded(copy_mb / dataset_mb, 3)
     print(result["memory"], flush=True)
 
-    result["training"] = training_rates(folder, str(mnist), work, options.batches)
-    training = result["training"]
-    training["cache_over_imagefolder"] = rounded(training["cache_loader_images_per_s"] / training["imagefolder_dataloader_2_workers_images_per_s"], 2)
-    training["cache_over_convvae_consumption"] = rounded(training["cache_loader_images_per_s"] / training["convvae_64x64_training_images_per_s"], 2)
-    print(training, flush=True)
+    litdata = work / "litdata"
+    result["litdata"] = convert_to_litdata(folder, litdata, work / "optimize.log")
+    print(result["litdata"], flush=True)
+
+    result["training"] = training_rates(folder, litdata, str(mnist), work, options.batches)
+    print(result["training"], flush=True)
     result["uptime_after"] = uptime()
     write_json(Path(options.out), result)
 
