@@ -113,7 +113,8 @@ class VAECLI(LightningCLI):
         trainer = config.get("trainer") or {}
         logger = trainer.get("logger")
         save_dir = (logger.get("init_args") or {}).get("save_dir") if isinstance(logger, (dict, Namespace)) else None
-        if problem := (settings.non_finite_setting(config) or settings.unwritable_folder(trainer.get("default_root_dir"), "--trainer.default_root_dir", "lightning_logs")
+        if problem := (settings.non_finite_setting(config) or settings.negative_clip_value(trainer)
+                       or settings.unwritable_folder(trainer.get("default_root_dir"), "--trainer.default_root_dir", "lightning_logs")
                        or settings.unwritable_folder(save_dir, "--trainer.logger.init_args.save_dir")):
             parser.error(problem)
         if subcommand in EVALUATING and config.get("ckpt_path") is None and not config.get("allow_untrained"):
@@ -136,14 +137,19 @@ class VAECLI(LightningCLI):
 
     def instantiate_classes(self) -> None:
         """Build the model, data and trainer; a value they refuse (``latent_dim`` 0, a negative
-        learning rate, an unknown clipping algorithm) is a usage error naming it, raised before
-        any run folder is written."""
+        learning rate, an unknown clipping algorithm, an accelerator whose package is missing) is a
+        usage error naming it, raised before any run folder is written."""
         try:
             super().instantiate_classes()
         except (ValueError, TypeError, MisconfigurationException) as err:
             if isinstance(err, UserError):
                 raise
             self.parser.error(f"invalid configuration: {_own_reason(err)}")
+        except ModuleNotFoundError as err:
+            if err.name is not None:  # an import of the code itself failed: a bug or a broken install
+                raise
+            # Lightning's check of an optional package (``Trainer(accelerator="tpu")`` without torch_xla)
+            self.parser.error(f"invalid configuration: {err}; or choose an accelerator this machine has (e.g. --trainer.accelerator cpu).")
 
     def _gate_checkpoint(self) -> None:
         """Resolve ``--ckpt_path last`` to the newest ``last.ckpt`` of the experiment (each run has
@@ -171,10 +177,22 @@ class VAECLI(LightningCLI):
                 rank_zero_info(f"--ckpt_path {config.get('ckpt_path')}: resuming from {resolved}")
             config["ckpt_path"] = resolved
 
+    def _read_data_first(self) -> None:
+        """In one process, read the subcommand's data before the Trainer starts, so missing or bad
+        files stop the run before its logger makes a run folder (Lightning's own ``setup`` then
+        reuses the tensors). Several processes read it as Lightning does: downloading is rank 0's."""
+        if self.trainer.world_size != 1:
+            return
+        if self.datamodule.download:
+            self.datamodule.prepare_data()
+        self.datamodule.setup(self.subcommand)
+
     def _before_run(self) -> None:
-        """Refuse a conditional network that the data's labels do not fit, then gate the checkpoint."""
+        """Refuse a conditional network that the data's labels do not fit, gate the checkpoint, and
+        read the data before any run folder is made."""
         check_conditioning(self.model.network, self.datamodule.num_classes, self.datamodule.dataset)
         self._gate_checkpoint()
+        self._read_data_first()
 
     before_fit = before_validate = before_test = before_predict = _before_run
 

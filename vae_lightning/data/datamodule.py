@@ -151,6 +151,10 @@ class ImageDataModule(LightningDataModule):
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"data.batch_size must be at least 1, got {batch_size}")
+        if num_workers < 0:
+            raise ValueError(f"data.num_workers must be 0 (batches served in-process) or more worker processes, got {num_workers}")
+        if predict_size < 1:
+            raise ValueError(f"data.predict_size must be at least 1 (test images served to predict), got {predict_size}")
         val_size = check_val_size(val_size)
         if dataset == STREAMING and (val_size is not None or image_size is not None or channels is not None or binarize):
             raise ValueError(

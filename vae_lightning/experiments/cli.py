@@ -8,6 +8,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import optuna
 import torch
@@ -18,8 +19,17 @@ from vae_lightning.experiments.spec import ExperimentError, load_experiment
 from vae_lightning.experiments.study import Sweep, counted, open_study
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser whose usage errors read ``error: ...`` on a line of their own, as the
+    command's other errors do (argparse puts the program's name first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m vae_lightning.experiments", description="Sweeps with Optuna; each trial is a CLI run.")
+    parser = _Parser(prog="python -m vae_lightning.experiments", description="Sweeps with Optuna; each trial is a CLI run.")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run (or resume, or join) the experiment's sweep, then write its report")
     report = commands.add_parser("report", help="rewrite the figures and table from the stored study and run logs")

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -113,7 +114,10 @@ def load_experiment(path: str | Path) -> Experiment:
     try:
         return parse_experiment(yaml.safe_load(path.read_text()), path)
     except yaml.YAMLError as err:
-        raise ExperimentError(f"{path}: not valid YAML: {err}") from None
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise ExperimentError(f"experiment file {path} is not valid YAML{where}: {problem}. Fix that line.") from None
 
 
 def parse_experiment(data: Any, source: str | Path = "<experiment>") -> Experiment:
@@ -127,7 +131,10 @@ def parse_experiment(data: Any, source: str | Path = "<experiment>") -> Experime
         config["vary"] = {k: Range(**v) if isinstance(v, dict) else v for k, v in config["vary"].items()}
         return Experiment(**{**config, "fast": FastMode(**config["fast"])})
     except (ArgumentError, ValueError, TypeError) as err:  # a wrong key or type, or a value refused above
-        raise ExperimentError(f"{source}: {err}") from None
+        unknown = re.search(r"Option '([^']+)' is not accepted", str(err))
+        top_level = unknown is not None and isinstance(data, dict) and unknown.group(1) in data
+        keys = f" (an experiment file's keys: {', '.join(f.name for f in fields(Experiment))})" if top_level else ""
+        raise ExperimentError(f"{source}: {err}{keys}") from None
 
 
 def format_value(value: Any) -> str:

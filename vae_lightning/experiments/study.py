@@ -131,7 +131,9 @@ class Sweep:
                     with output_to(Path(scratch) / "log.txt"):
                         main([*args, trial_logger(scratch, "check")], run=False)
                 except SystemExit:
-                    detail = "\n".join((Path(scratch) / "log.txt").read_text().strip().splitlines()[-3:])
+                    lines = (Path(scratch) / "log.txt").read_text().strip().splitlines()
+                    start = max((i for i, line in enumerate(lines) if line.startswith("error: ")), default=len(lines) - 1)
+                    detail = "\n".join(lines[start:]).removeprefix("error: ")  # the CLI's own reason, one error: paragraph in all
                     raise ExperimentError(f"the CLI refuses the options of this experiment ({' '.join(args)}):\n{detail}\n"
                                           "Fix the key or value in the experiment file (or the extra options).") from None
                 except Exception:  # noqa: BLE001 - a setting that fails to build is that trial's failure
