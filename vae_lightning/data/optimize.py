@@ -23,7 +23,8 @@ from typing import Any, get_args
 import litdata
 from torch import Tensor
 
-from vae_lightning.data.datamodule import ImageDataModule, check_val_size, train_val_split
+from vae_lightning.data.datamodule import ImageDataModule
+from vae_lightning.data.holdout import check_val_size, train_val_split
 from vae_lightning.data.loader import Split
 from vae_lightning.data.sources import DatasetName, image_folder_reader, image_folder_samples
 from vae_lightning.data.streaming import OPTIMIZE_COMMAND, SPLITS, is_remote, split_location
